@@ -1,0 +1,17 @@
+"""Built-in handlers, one module per fault, and the handler API."""
+
+from __future__ import annotations
+
+from pytest_vaurien.handlers.base import BaseHandler
+from pytest_vaurien.handlers.dummy import Dummy
+from pytest_vaurien.hookspecs import hookimpl
+
+__all__ = ["BUILTIN_HANDLERS", "BaseHandler", "vaurien_add_handlers"]
+
+BUILTIN_HANDLERS: tuple[type[BaseHandler], ...] = (Dummy,)
+
+
+@hookimpl
+def vaurien_add_handlers() -> list[type[BaseHandler]]:
+    """The built-ins enter the registry through the same hook as plugins."""
+    return list(BUILTIN_HANDLERS)

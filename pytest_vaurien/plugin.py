@@ -1,0 +1,318 @@
+"""pytest wiring only: options, ini keys, the marker, fixtures, the header.
+
+Everything here turns pytest's view of configuration into
+:mod:`pytest_vaurien.settings` layers and hands them to the engine.
+Configuration errors from the command line and ini files surface as one
+``pytest.UsageError``; a bad marker fails its own test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import random
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pytest_vaurien.address import format_address
+from pytest_vaurien.errors import ProxyError, VaurienError
+from pytest_vaurien.proxy import Proxy
+from pytest_vaurien.registry import Registry, make_plugin_manager, registry_from_plugins
+from pytest_vaurien.settings import (
+    Layer,
+    Settings,
+    parse_handler_assignment,
+    parse_handler_lines,
+    parse_marker_options,
+    resolve,
+)
+
+__all__ = ["ProxyFactory"]
+
+ProxyFactory = Callable[..., Proxy]
+
+_BASE_REGISTRY = pytest.StashKey[Registry]()
+_LAYERS = pytest.StashKey[list[Layer]]()
+_SEED = pytest.StashKey[int]()
+_TEST_SETTINGS = pytest.StashKey[Settings]()
+_PROXY_COUNT = pytest.StashKey[int]()
+
+DISTANT_HELP = "Backend the proxy relays to, as HOST:PORT or [IPV6]:PORT"
+BEHAVIOR_HELP = "Which faults connections get, e.g. '20:delay,10:error' (the rest: dummy)"
+HANDLERS_HELP = "Handler options, one NAME.OPTION = VALUE a line (e.g. delay.sleep = 2)"
+MARKER_DOC = (
+    "vaurien(behavior=None, *, distant=None, **NAME__OPTION): run the vaurien_proxy fixture "
+    "of this test with this behavior (e.g. '20:delay,10:error'), backend HOST:PORT and "
+    "handler options (e.g. delay__sleep=2)."
+)
+NO_DISTANT = (
+    "vaurien_proxy needs a backend address and none is configured; set it one of four ways: "
+    '@pytest.mark.vaurien(distant="HOST:PORT") on the test, --vaurien-distant HOST:PORT on '
+    "the command line, vaurien_distant = HOST:PORT in the ini file, or a vaurien_distant "
+    'fixture in conftest.py that returns "HOST:PORT"'
+)
+
+
+def _seed_type(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("vaurien", "vaurien chaos TCP proxy")
+    group.addoption("--vaurien-distant", dest="vaurien_distant", metavar="HOST:PORT",
+                    help=DISTANT_HELP)
+    group.addoption("--vaurien-behavior", dest="vaurien_behavior", metavar="SPEC",
+                    help=BEHAVIOR_HELP)
+    group.addoption("--vaurien-handler", dest="vaurien_handler", action="append", default=[],
+                    metavar="NAME.OPTION=VALUE",
+                    help="Set a handler option, e.g. delay.sleep=2 (repeatable)")
+    group.addoption("--vaurien-seed", dest="vaurien_seed", type=_seed_type, metavar="N",
+                    help="Seed every random choice of the proxies, to replay a run")
+    parser.addini("vaurien_distant", DISTANT_HELP)
+    parser.addini("vaurien_behavior", BEHAVIOR_HELP)
+    parser.addini("vaurien_handlers", HANDLERS_HELP, type="linelist")
+
+
+def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
+    from pytest_vaurien import pytest_hookspecs
+
+    pluginmanager.add_hookspecs(pytest_hookspecs)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", MARKER_DOC)
+    ini_name = config.inipath.name if config.inipath else "ini file"
+    try:
+        ini = Layer(
+            source=f"vaurien_handlers ({ini_name})",
+            distant=config.getini("vaurien_distant") or None,
+            behavior=config.getini("vaurien_behavior") or None,
+            options=parse_handler_lines(config.getini("vaurien_handlers"),
+                                        f"vaurien_handlers ({ini_name})"),
+            distant_source=f"vaurien_distant ({ini_name})",
+            behavior_source=f"vaurien_behavior ({ini_name})",
+        )
+        cli = Layer(
+            source="--vaurien-handler",
+            distant=config.getoption("vaurien_distant"),
+            behavior=config.getoption("vaurien_behavior"),
+            options=dict(parse_handler_assignment(text, "--vaurien-handler")
+                         for text in config.getoption("vaurien_handler")),
+            distant_source="--vaurien-distant",
+            behavior_source="--vaurien-behavior",
+        )
+        base = registry_from_plugins(make_plugin_manager())
+        resolve([ini, cli]).validate(_startup_registry(config, base), skip_unknown=True)
+    except VaurienError as error:
+        raise pytest.UsageError(str(error)) from None
+    config.stash[_BASE_REGISTRY] = base
+    config.stash[_LAYERS] = [ini, cli]
+    config.stash[_SEED] = _session_seed(config)
+    if config.pluginmanager.hasplugin("xdist"):
+        config.pluginmanager.register(_XdistHooks(), "vaurien-xdist")
+
+
+def _startup_registry(config: pytest.Config, base: Registry) -> Registry:
+    """The base registry plus what the conftests loaded so far add.
+
+    Collisions are left for the tests to report: sibling conftests may each
+    define a name for their own directory.
+    """
+    registry = base.copy()
+    for impl in config.hook.pytest_vaurien_add_handlers.get_hookimpls():
+        try:
+            registry.add_batch(impl.function(config=config), _origin(impl.plugin_name))
+        except VaurienError:
+            pass
+    return registry
+
+
+def _session_seed(config: pytest.Config) -> int:
+    workerinput = getattr(config, "workerinput", None)
+    if workerinput is not None and "vaurien_seed" in workerinput:
+        return int(workerinput["vaurien_seed"])
+    seed = config.getoption("vaurien_seed")
+    return seed if seed is not None else random.SystemRandom().randrange(10**9)
+
+
+class _XdistHooks:
+    """Hand the controller's seed to every worker (registered only with xdist)."""
+
+    def pytest_configure_node(self, node: Any) -> None:
+        node.workerinput["vaurien_seed"] = node.config.stash[_SEED]
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    seed = config.stash[_SEED]
+    return f"vaurien: seed={seed} (replay with --vaurien-seed={seed})"
+
+
+def _origin(plugin_name: str) -> str:
+    if plugin_name.endswith("conftest.py"):
+        try:
+            plugin_name = str(Path(plugin_name).relative_to(Path.cwd()))
+        except ValueError:
+            pass
+        return f"pytest_vaurien_add_handlers in {plugin_name}"
+    return f"pytest_vaurien_add_handlers of pytest plugin {plugin_name!r}"
+
+
+def _test_registry(request: pytest.FixtureRequest) -> Registry:
+    """Built-ins and entry points, plus what this test's conftests add."""
+    registry = request.config.stash[_BASE_REGISTRY].copy()
+    hook = request.node.ihook.pytest_vaurien_add_handlers
+    for impl in reversed(hook.get_hookimpls()):
+        registry.add_batch(impl.function(config=request.config), _origin(impl.plugin_name))
+    return registry
+
+
+def _marker_layer(item: pytest.Item) -> Layer | None:
+    marker = item.get_closest_marker("vaurien")
+    if marker is None:
+        return None
+    where = f"vaurien marker on {item.name}"
+    kwargs = dict(marker.kwargs)
+    if len(marker.args) > 1:
+        raise VaurienError(f"{where}: takes at most one positional argument (the behavior), "
+                           f"got {len(marker.args)}")
+    if marker.args:
+        if "behavior" in kwargs:
+            raise VaurienError(f"{where}: behavior given both as the first argument and as "
+                               "behavior=")
+        kwargs["behavior"] = marker.args[0]
+    distant = kwargs.pop("distant", None)
+    behavior = kwargs.pop("behavior", None)
+    if behavior is not None and not isinstance(behavior, str):
+        raise VaurienError(f"{where}: behavior={behavior!r} is not a string; expected e.g. "
+                           "'20:delay,10:error'")
+    return Layer(source=where, distant=distant, behavior=behavior,
+                 options=parse_marker_options(kwargs, where),
+                 distant_source=f"{where}: distant", behavior_source=f"{where}: behavior")
+
+
+def _layers(item: pytest.Item) -> list[Layer]:
+    layers = list(item.config.stash[_LAYERS])
+    marker = _marker_layer(item)
+    if marker is not None:
+        layers.append(marker)
+    return layers
+
+
+def _settings_for(request: pytest.FixtureRequest) -> Settings:
+    item = request.node
+    if _TEST_SETTINGS not in item.stash:
+        try:
+            item.stash[_TEST_SETTINGS] = resolve(_layers(item))
+        except VaurienError as error:
+            pytest.fail(str(error), pytrace=False)
+    return item.stash[_TEST_SETTINGS]
+
+
+def _proxy_seed(item: pytest.Item, index: int) -> int:
+    """Same session seed, test and proxy index -> same seed, whatever the order."""
+    text = f"{item.config.stash[_SEED]}:{item.nodeid}:{index}"
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big")
+
+
+@pytest.fixture
+def vaurien_distant(request: pytest.FixtureRequest) -> str | tuple[str, int]:
+    """Where the backend is, as ``"HOST:PORT"``: override it to use your own server.
+
+    By default the marker's ``distant=``, else ``--vaurien-distant``, else the
+    ``vaurien_distant`` ini option. To point every test at a server the suite
+    starts itself, define a fixture of this name in ``conftest.py`` (any
+    scope) that returns ``"HOST:PORT"`` or a ``(host, port)`` tuple.
+    """
+    settings = _settings_for(request)
+    if settings.distant is None:
+        pytest.fail(NO_DISTANT, pytrace=False)
+    return format_address(settings.distant)
+
+
+@pytest.fixture
+def vaurien_proxy_factory(request: pytest.FixtureRequest) -> Iterator[ProxyFactory]:
+    """Make more proxies in one test: ``factory(distant, behavior=..., **options)``.
+
+    Each call starts a proxy in front of ``distant`` (``"HOST:PORT"`` or a
+    tuple) with the configured behavior and options, overridden by the call's
+    ``behavior`` and ``NAME__OPTION=value`` arguments. All are stopped when
+    the test ends.
+    """
+    item = request.node
+    try:
+        registry = _test_registry(request)
+        base_layers = _layers(item)
+    except VaurienError as error:
+        pytest.fail(str(error), pytrace=False)
+    proxies: list[Proxy] = []
+
+    def factory(distant: str | tuple[str, int], behavior: str | None = None,
+                **options: Any) -> Proxy:
+        where = "vaurien_proxy_factory()"
+        call = Layer(source=where, distant=distant, behavior=behavior,
+                     options=parse_marker_options(options, where),
+                     distant_source=f"{where}: distant", behavior_source=f"{where}: behavior")
+        return _start(item, registry, resolve([*base_layers, call]), proxies)
+
+    yield factory
+    _stop_all(proxies)
+
+
+def _start(item: pytest.Item, registry: Registry, settings: Settings,
+           proxies: list[Proxy]) -> Proxy:
+    settings.validate(registry)
+    assert settings.distant is not None  # every caller sets one
+    index = item.stash.get(_PROXY_COUNT, 0)
+    item.stash[_PROXY_COUNT] = index + 1
+    proxy = Proxy(
+        settings.distant,
+        str(settings.behavior),
+        options={name: settings.options_for(name) for name in settings.options},
+        registry=registry,
+        seed=_proxy_seed(item, index),
+        name=f"vaurien-proxy[{item.nodeid}]" + (f"#{index}" if index else ""),
+    )
+    proxies.append(proxy.start())
+    return proxy
+
+
+def _stop_all(proxies: list[Proxy]) -> None:
+    problems: list[str] = []
+    for proxy in proxies:
+        try:
+            proxy.stop()
+        except ProxyError as error:
+            problems.append(str(error))
+        for record in proxy.errors:
+            problems.append(f"handler error on {proxy.name}, connection {record.describe()}")
+    if problems:
+        pytest.fail("\n".join(problems), pytrace=False)
+
+
+@pytest.fixture
+def vaurien_proxy(request: pytest.FixtureRequest,
+                  vaurien_proxy_factory: ProxyFactory) -> Proxy:
+    """A running chaos proxy in front of ``vaurien_distant``, stopped after the test.
+
+    Connect to ``vaurien_proxy.address``. The behavior and handler options come
+    from the ``vaurien`` marker, the command line or the ini file;
+    ``set_behavior()`` changes them live, ``connections`` tells what happened.
+    """
+    try:
+        marker = _marker_layer(request.node)
+    except VaurienError as error:
+        pytest.fail(str(error), pytrace=False)
+    if marker is not None and marker.distant is not None:
+        distant = marker.distant
+    else:
+        distant = request.getfixturevalue("vaurien_distant")
+    try:
+        return vaurien_proxy_factory(distant)
+    except VaurienError as error:
+        pytest.fail(str(error), pytrace=False)

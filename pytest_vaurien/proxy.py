@@ -1,0 +1,337 @@
+"""``Proxy``: a chaos TCP proxy on its own gevent hub, in a background thread.
+
+The test thread is never monkey-patched: the proxy runs a native thread with
+a hub of its own, builds its listener there (a gevent socket belongs to the
+loop of the thread that made it) and is stopped by a callback scheduled with
+``loop.run_callback_threadsafe``, the one gevent call meant for crossing
+threads. Every wait is bounded, so ``stop()`` returns in well under a
+second even while a handler sleeps for minutes.
+"""
+
+from __future__ import annotations
+
+import random
+import socket
+import sys
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+import gevent
+import gevent.event
+import gevent.monkey
+import gevent.socket
+from gevent import Greenlet
+
+from pytest_vaurien.address import Address, format_address, parse_address
+from pytest_vaurien.behavior import Behavior, parse_behavior
+from pytest_vaurien.errors import ConfigError, ProxyError
+from pytest_vaurien.handlers.base import DEFAULT_READ_SIZE, BaseHandler
+from pytest_vaurien.records import ConnectionRecord, Ending
+from pytest_vaurien.registry import Registry, make_plugin_manager, registry_from_plugins
+from pytest_vaurien.relay import serve_connection
+from pytest_vaurien.settings import parse_marker_options
+
+__all__ = ["Proxy"]
+
+#: Enough for 1000 connections opened at once without SYN retries; the
+#: kernel caps it at net.core.somaxconn.
+LISTEN_BACKLOG = 4096
+START_TIMEOUT = 10.0
+STOP_TIMEOUT = 2.0
+#: How long connection greenlets get to unwind once killed.
+KILL_GRACE = 0.3
+
+_allocate_lock = gevent.monkey.get_original("_thread", "allocate_lock")
+_start_new_thread = gevent.monkey.get_original("_thread", "start_new_thread")
+
+
+class _NativeEvent:
+    """A one-shot event on a native lock: safe across threads even when the
+    user's process is monkey-patched (where ``threading.Event`` is green)."""
+
+    def __init__(self) -> None:
+        self._lock = _allocate_lock()
+        self._lock.acquire()
+        self._set = False
+
+    def set(self) -> None:
+        if not self._set:
+            self._set = True
+            self._lock.release()
+
+    def is_set(self) -> bool:
+        return self._set
+
+    def wait(self, timeout: float) -> bool:
+        if self._set:
+            return True
+        if self._lock.acquire(True, timeout):
+            self._lock.release()
+        return self._set
+
+
+def _start_native_thread(target: Any, name: str) -> None:
+    """Start ``target`` on a real OS thread, named when ``threading`` is ours."""
+    if gevent.monkey.is_module_patched("threading"):
+        _start_new_thread(target, ())
+    else:
+        threading.Thread(target=target, name=name, daemon=True).start()
+
+
+class _BehaviorState:
+    """A behavior with its handler instances, swapped whole on a live change."""
+
+    def __init__(self, spec: str, behavior: Behavior, options: Mapping[str, Mapping[str, Any]],
+                 instances: dict[str, BaseHandler]) -> None:
+        self.spec = spec
+        self.behavior = behavior
+        self.options = options
+        self.instances = instances
+
+    def handler(self, name: str) -> BaseHandler:
+        return self.instances[name]
+
+
+class Proxy:
+    """A chaos TCP proxy in front of ``distant``; use as a context manager.
+
+    :param distant: the backend, ``"HOST:PORT"``, ``"[::1]:PORT"`` or a tuple.
+    :param behavior: which handlers connections get, e.g. ``"20:delay,10:error"``.
+    :param options: handler options by name, ``{"delay": {"sleep": 2}}``;
+        values may be strings as read from ini files.
+    :param registry: where handler names are looked up; by default the
+        built-ins and the ``vaurien`` entry-point plugins.
+    :param seed: seeds the random source every random choice draws from.
+    :param host: where to listen; 127.0.0.1 by default.
+    :param port: where to listen; 0 (the default) picks a free port.
+    """
+
+    def __init__(
+        self,
+        distant: str | Address,
+        behavior: str = "100:dummy",
+        *,
+        options: Mapping[str, Mapping[str, Any]] | None = None,
+        registry: Registry | None = None,
+        seed: int | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        name: str = "vaurien-proxy",
+        read_size: int = DEFAULT_READ_SIZE,
+        connect_timeout: float = 5.0,
+    ) -> None:
+        self.distant_address: Address = parse_address(distant, "distant")
+        self.host = host
+        self.port = port
+        self.name = name
+        self.read_size = read_size
+        self.connect_timeout = connect_timeout
+        self.seed = seed if seed is not None else random.SystemRandom().randrange(2**32)
+        #: The seeded random source behind every random choice of this proxy.
+        self.random = random.Random(self.seed)
+        if registry is None:
+            registry = registry_from_plugins(make_plugin_manager())
+        self._registry = registry
+        self._behavior_state = self._make_state(behavior, options or {}, {})
+        self._records: list[ConnectionRecord] = []
+        self._greenlets: set[Greenlet] = set()
+        self._lock = _allocate_lock()
+        self._hub: Any = None
+        self._stopping: gevent.event.Event | None = None
+        self._done: _NativeEvent | None = None
+        self._start_error: BaseException | None = None
+
+    # -- what tests read -------------------------------------------------
+
+    @property
+    def address(self) -> Address:
+        """Where clients connect: ``(host, port)``."""
+        return self.host, self.port
+
+    @property
+    def distant(self) -> str:
+        """The backend, as ``"HOST:PORT"``."""
+        return format_address(self.distant_address)
+
+    @property
+    def behavior(self) -> str:
+        """The behavior spec in force."""
+        return self._behavior_state.spec
+
+    @property
+    def connections(self) -> list[ConnectionRecord]:
+        """One record per accepted connection, oldest first (a copy)."""
+        return list(self._records)
+
+    @property
+    def errors(self) -> list[ConnectionRecord]:
+        """Connections that ended because a handler raised."""
+        return [record for record in self._records if record.ending is Ending.ERROR]
+
+    @property
+    def running(self) -> bool:
+        """True between ``start()`` and ``stop()``."""
+        return self._done is not None and not self._done.is_set()
+
+    def __repr__(self) -> str:
+        return (f"<Proxy {format_address(self.address)} -> {self.distant} "
+                f"{self.behavior!r}{' running' if self.running else ''}>")
+
+    # -- live changes ----------------------------------------------------
+
+    def set_behavior(self, spec: str, **options: Any) -> _Restore:
+        """Change the behavior now; ``with`` it to restore the previous one after.
+
+        New connections draw from ``spec`` at once; open ones draw again from
+        their next chunk. ``options`` are ``NAME__OPTION=value`` pairs, laid
+        over the options the proxy was made with.
+
+        :raises ConfigError: for a bad spec or option; nothing changes then.
+        """
+        parsed = parse_marker_options(options, "set_behavior()")
+        merged = {name: dict(values) for name, values in self._behavior_state.options.items()}
+        for (name, option), value in parsed.items():
+            merged.setdefault(name, {})[option] = value
+        previous = self._behavior_state
+        self._behavior_state = self._make_state(spec, merged, previous.instances)
+        return _Restore(self, previous)
+
+    def _make_state(self, spec: str, options: Mapping[str, Mapping[str, Any]],
+                    reusable: Mapping[str, BaseHandler]) -> _BehaviorState:
+        behavior = spec if isinstance(spec, Behavior) else parse_behavior(spec, "behavior")
+        instances: dict[str, BaseHandler] = {}
+        for name, values in options.items():
+            if name not in self._registry.names and "." not in name:
+                raise ConfigError(f"options given for unknown handler {name!r}; "
+                                  f"known: {', '.join(self._registry.names)}")
+            handler_class = self._registry.resolve(name, "options")
+            for option, value in values.items():
+                handler_class.convert_option(option, value)
+        for name in behavior.names:
+            handler_class = self._registry.resolve(name, f"behavior {str(spec)!r}")
+            settings = {**options.get(handler_class.name, {}), **options.get(name, {})}
+            old = reusable.get(name)
+            if old is not None and type(old) is handler_class and \
+                    old.settings == handler_class(settings, self).settings:
+                instances[name] = old
+            else:
+                instances[name] = handler_class(settings, self)
+        return _BehaviorState(str(spec), behavior, options, instances)
+
+    # -- lifecycle -------------------------------------------------------
+
+    def start(self) -> Proxy:
+        """Listen and start relaying; return once the port is bound.
+
+        :raises ProxyError: if it is already running or cannot listen.
+        """
+        if self._done is not None:
+            raise ProxyError(f"{self.name} was already started; make a new Proxy")
+        ready = _NativeEvent()
+        self._done = _NativeEvent()
+        _start_native_thread(lambda: self._run(ready), self.name)
+        if not ready.wait(START_TIMEOUT):
+            self.stop()
+            raise ProxyError(f"{self.name} did not start within {START_TIMEOUT:g}s")
+        if self._start_error is not None:
+            self._done.wait(STOP_TIMEOUT)
+            error = self._start_error
+            raise ProxyError(f"{self.name}: cannot listen on "
+                             f"{format_address((self.host, self.port))}: {error}") from error
+        return self
+
+    def stop(self, timeout: float = STOP_TIMEOUT) -> None:
+        """Close the listener and every connection, and end the thread.
+
+        Idempotent. :raises ProxyError: naming the thread if it outlives
+        ``timeout`` seconds.
+        """
+        done = self._done
+        if done is None or done.is_set():
+            return
+        with self._lock:
+            if self._hub is not None and self._stopping is not None:
+                try:
+                    self._hub.loop.run_callback_threadsafe(self._stopping.set)
+                except ValueError:  # the loop is being destroyed: it is stopping anyway
+                    pass
+        if not done.wait(timeout):
+            raise ProxyError(f"thread {self.name!r} did not stop within {timeout:g}s")
+
+    def __enter__(self) -> Proxy:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    # -- inside the proxy thread ----------------------------------------
+
+    def _run(self, ready: _NativeEvent) -> None:
+        hub = gevent.get_hub()
+        try:
+            try:
+                listener = self._listen()
+            except OSError as error:
+                self._start_error = error
+                return
+            self._stopping = gevent.event.Event()
+            with self._lock:
+                self._hub = hub
+            acceptor = gevent.spawn(self._accept, listener)
+            ready.set()
+            self._stopping.wait()
+            acceptor.kill(block=True, timeout=KILL_GRACE)
+            listener.close()
+            gevent.killall(list(self._greenlets), block=True, timeout=KILL_GRACE)
+        except BaseException as error:  # never let the thread die silently
+            self._start_error = self._start_error or error
+            print(f"{self.name}: {error!r}", file=sys.stderr)
+        finally:
+            with self._lock:
+                self._hub = None
+            ready.set()
+            hub.destroy(destroy_loop=True)
+            assert self._done is not None
+            self._done.set()
+
+    def _listen(self) -> gevent.socket.socket:
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        listener = gevent.socket.socket(family, socket.SOCK_STREAM)
+        try:
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            listener.bind((self.host, self.port))
+            listener.listen(LISTEN_BACKLOG)
+        except OSError:
+            listener.close()
+            raise
+        self.port = listener.getsockname()[1]
+        return listener
+
+    def _accept(self, listener: gevent.socket.socket) -> None:
+        while True:
+            try:
+                client_sock, peer = listener.accept()
+            except OSError:
+                gevent.sleep(0.01)  # e.g. EMFILE: back off rather than spin
+                continue
+            record = ConnectionRecord(len(self._records), format_address(peer[:2]))
+            self._records.append(record)
+            greenlet = gevent.spawn(serve_connection, self, client_sock, record)
+            self._greenlets.add(greenlet)
+            greenlet.link(self._greenlets.discard)
+
+
+class _Restore:
+    """Returned by ``set_behavior``: ``with`` it to put the old behavior back."""
+
+    def __init__(self, proxy: Proxy, previous: _BehaviorState) -> None:
+        self._proxy = proxy
+        self._previous = previous
+
+    def __enter__(self) -> Proxy:
+        return self._proxy
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._proxy._behavior_state = self._previous
+

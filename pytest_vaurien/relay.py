@@ -1,0 +1,303 @@
+"""One accepted connection: connect, draw handlers, pump both ways, record.
+
+Each direction has its own greenlet (a pump) that waits until its source side
+is readable, then calls the handler chain in force. The connection's own
+greenlet owns both sockets: pumps report how they ended and only it closes
+sockets, so no greenlet ever waits on a descriptor another one closed.
+
+Rules of the road (design.md):
+
+* a handler returns truthy to keep going, falsy to end its direction;
+* falsy after the source reached EOF is a half-close: the other side gets
+  ``shutdown(SHUT_WR)`` and the opposite direction keeps flowing;
+* falsy without EOF closes the whole connection.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+import traceback
+from typing import TYPE_CHECKING, Any
+
+import gevent
+import gevent.event
+import gevent.socket
+from gevent import GreenletExit
+
+from pytest_vaurien.records import ConnectionRecord, Ending
+
+if TYPE_CHECKING:
+    from pytest_vaurien.handlers.base import BaseHandler
+    from pytest_vaurien.proxy import Proxy, _BehaviorState
+
+__all__ = ["serve_connection"]
+
+_LINGER_RESET = struct.pack("ii", 1, 0)
+
+
+class Endpoint:
+    """One side's socket, as handlers see it: a gevent socket that counts.
+
+    ``recv`` remembers EOF (so the relay can tell a half-close from a
+    handler's decision to close) and ``send``/``sendall`` count the bytes
+    that reached this side. Everything else is the gevent socket's.
+    """
+
+    __slots__ = ("connection", "eof", "is_client", "sock")
+
+    def __init__(self, sock: gevent.socket.socket, connection: Connection, is_client: bool):
+        self.sock = sock
+        self.connection = connection
+        self.is_client = is_client
+        self.eof = False
+
+    def recv(self, size: int, *flags: int) -> bytes:
+        data: bytes = self.sock.recv(size, *flags)
+        if not data:
+            self.eof = True
+        return data
+
+    def sendall(self, data: bytes, *flags: int) -> None:
+        self.sock.sendall(data, *flags)
+        self._count(len(data))
+
+    def send(self, data: bytes, *flags: int) -> int:
+        sent: int = self.sock.send(data, *flags)
+        self._count(sent)
+        return sent
+
+    def _count(self, size: int) -> None:
+        record = self.connection.record
+        if self.is_client:
+            record.bytes_to_client += size
+        else:
+            record.bytes_to_backend += size
+
+    def reset(self) -> None:
+        """Close with an RST (``SO_LINGER`` 0): the peer sees ECONNRESET."""
+        try:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
+        except OSError:
+            pass
+        self.sock.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.sock, name)
+
+
+class _Feed:
+    """The source a later handler of a chain reads: what the one before sent."""
+
+    def __init__(self, endpoint: Endpoint) -> None:
+        self.endpoint = endpoint
+        self.buffer = bytearray()
+        self.eof = False
+
+    def recv(self, size: int, *flags: int) -> bytes:
+        chunk = bytes(self.buffer[:size])
+        del self.buffer[:size]
+        return chunk
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.endpoint, name)
+
+
+class _Pipe:
+    """The destination of a handler that is not last in its chain.
+
+    Sending into it runs the next handler at once with the data as its
+    source, so delays and slices compose in order. Closing or shutting it
+    down acts on the real socket of that side.
+    """
+
+    def __init__(self, endpoint: Endpoint, stage: _Stage) -> None:
+        self.endpoint = endpoint
+        self.stage = stage
+
+    def sendall(self, data: bytes, *flags: int) -> None:
+        feed = self.stage.source
+        feed.buffer += data
+        while feed.buffer and not self.stage.ended:
+            before = len(feed.buffer)
+            self.stage.run()
+            if len(feed.buffer) == before:
+                break  # the next handler did not read; it keeps the rest
+
+    def send(self, data: bytes, *flags: int) -> int:
+        self.sendall(data)
+        return len(data)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.endpoint, name)
+
+
+class _Stage:
+    """One handler of a chain, in one direction."""
+
+    def __init__(self, handler: BaseHandler, source: Any, dest: Any, to_backend: bool):
+        self.handler = handler
+        self.source = source
+        self.dest = dest
+        self.to_backend = to_backend
+        self.ended = False
+
+    def run(self) -> bool:
+        if self.to_backend:
+            keep = self.handler(self.source, self.dest, True)
+        else:
+            keep = self.handler(self.dest, self.source, False)
+        if not keep:
+            self.ended = True
+        return bool(keep)
+
+
+class Chain:
+    """The handlers one connection drew, ready to be called per direction."""
+
+    def __init__(self, handlers: list[BaseHandler], client: Endpoint, backend: Endpoint):
+        self.handlers = handlers
+        self.directions = {
+            True: self._stages(handlers, client, backend, True),
+            False: self._stages(handlers, backend, client, False),
+        }
+
+    @staticmethod
+    def _stages(handlers: list[BaseHandler], source: Endpoint, dest: Endpoint,
+                to_backend: bool) -> list[_Stage]:
+        stages: list[_Stage] = []
+        for handler in reversed(handlers):  # from the end: each stage feeds the next
+            target: Any = _Pipe(dest, stages[0]) if stages else dest
+            stages.insert(0, _Stage(handler, _Feed(source), target, to_backend))
+        stages[0].source = source
+        return stages
+
+    def call(self, to_backend: bool) -> bool:
+        """Run the chain for one readable chunk; falsy ends the direction."""
+        stages = self.directions[to_backend]
+        keep = stages[0].run()
+        ended = [stage for stage in stages[1:] if stage.ended]
+        if not keep and stages[0].source.eof:
+            # pass the EOF down the chain, so a later handler can act on it
+            for stage in stages[1:]:
+                if not stage.ended:
+                    stage.source.eof = True
+                    stage.run()
+        return keep and not ended
+
+
+class Connection:
+    """One client connection and its backend, relayed by two pumps."""
+
+    def __init__(self, proxy: Proxy, client_sock: gevent.socket.socket,
+                 backend_sock: gevent.socket.socket, record: ConnectionRecord) -> None:
+        self.proxy = proxy
+        self.record = record
+        #: Free for handlers to keep per-connection state in, by handler name.
+        self.state: dict[str, Any] = {}
+        self.client = Endpoint(client_sock, self, is_client=True)
+        self.backend = Endpoint(backend_sock, self, is_client=False)
+        self._behavior: _BehaviorState | None = None
+        self._chain: Chain | None = None
+        self._finished: dict[bool, str] = {}
+        self._done = gevent.event.Event()
+
+    @property
+    def index(self) -> int:
+        """The connection's number on its proxy, from 0."""
+        return self.record.index
+
+    def chain(self) -> Chain:
+        """The chain in force, drawn again if the proxy's behavior changed."""
+        behavior = self.proxy._behavior_state
+        if behavior is not self._behavior or self._chain is None:
+            self._behavior = behavior
+            names = behavior.behavior.choose(self.proxy.random)
+            handlers = [behavior.handler(name) for name in names]
+            for handler in handlers:
+                handler.on_connection(self)
+            self._chain = Chain(handlers, self.client, self.backend)
+            self.record.handler = "+".join(names)
+            self.record.handlers.append(self.record.handler)
+        return self._chain
+
+    def pump(self, to_backend: bool) -> None:
+        """Relay one direction until its chain ends it; report how."""
+        source = self.client if to_backend else self.backend
+        hub = gevent.get_hub()
+        watcher = hub.loop.io(source.fileno(), 1)
+        outcome = "error"
+        try:
+            while True:
+                hub.wait(watcher)
+                if not self.chain().call(to_backend):
+                    break
+            outcome = "eof" if source.eof else "close"
+        except GreenletExit:
+            outcome = "killed"
+            raise
+        except OSError as error:
+            outcome = "reset"
+            self.record.end(Ending.RESET, f"{'client' if to_backend else 'backend'} side: "
+                                          f"{error.strerror or error}")
+        except Exception:
+            self.record.end(Ending.ERROR, traceback.format_exc(limit=-4).strip())
+        finally:
+            watcher.close()
+            self._finish(to_backend, outcome)
+
+    def _finish(self, to_backend: bool, outcome: str) -> None:
+        self._finished[to_backend] = outcome
+        if outcome == "eof":
+            dest = self.backend if to_backend else self.client
+            try:
+                dest.sock.shutdown(socket.SHUT_WR)
+            except OSError:
+                pass
+            if len(self._finished) == 2:
+                self.record.end(Ending.CLIENT_CLOSED if self._first_eof() else
+                                Ending.BACKEND_CLOSED)
+                self._done.set()
+        else:
+            if outcome == "close":
+                self.record.end(Ending.HANDLER_CLOSED)
+            self._done.set()
+
+    def _first_eof(self) -> bool:
+        return next(iter(self._finished))
+
+    def run(self) -> None:
+        """Pump both ways until done; close both sockets on the way out."""
+        pumps = [gevent.spawn(self.pump, True), gevent.spawn(self.pump, False)]
+        try:
+            self._done.wait()
+        except GreenletExit:
+            self.record.end(Ending.PROXY_STOPPED)
+            raise
+        finally:
+            gevent.killall(pumps, block=True, timeout=0.5)
+            for endpoint in (self.client, self.backend):
+                endpoint.sock.close()
+
+
+def serve_connection(proxy: Proxy, client_sock: gevent.socket.socket,
+                     record: ConnectionRecord) -> None:
+    """Connect to the distant and relay; a refused connect resets the client."""
+    try:
+        backend_sock = gevent.socket.create_connection(proxy.distant_address,
+                                                       timeout=proxy.connect_timeout)
+    except GreenletExit:
+        record.end(Ending.PROXY_STOPPED)
+        client_sock.close()
+        raise
+    except OSError as error:
+        record.end(Ending.BACKEND_REFUSED, str(error.strerror or error))
+        Endpoint(client_sock, None, True).reset()  # type: ignore[arg-type]
+        return
+    backend_sock.settimeout(None)
+    for sock in (client_sock, backend_sock):
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            pass
+    Connection(proxy, client_sock, backend_sock, record).run()

@@ -1,0 +1,156 @@
+"""Configuration sources -> one frozen, typed settings value.
+
+Sources, from low to high precedence: handler defaults, ini (or a config
+file), command line, marker. Each source is a :class:`Layer`; every value
+keeps the name of the layer it came from, so an error can say where the bad
+value was written. No pytest, no gevent: the plugin and the command both
+build layers and call :func:`resolve`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from pytest_vaurien.address import Address, parse_address
+from pytest_vaurien.behavior import Behavior, parse_behavior
+from pytest_vaurien.errors import ConfigError
+from pytest_vaurien.registry import Registry
+
+__all__ = [
+    "Layer",
+    "Settings",
+    "Sourced",
+    "parse_handler_assignment",
+    "parse_handler_lines",
+    "resolve",
+]
+
+
+@dataclass(frozen=True)
+class Sourced:
+    """A raw value and the name of the source it came from."""
+
+    value: Any
+    source: str
+
+
+@dataclass(frozen=True)
+class Layer:
+    """What one configuration source says; ``None`` means "not set here"."""
+
+    source: str
+    distant: str | tuple[str, int] | None = None
+    behavior: str | None = None
+    #: ``(handler name, option) -> raw value``
+    options: Mapping[tuple[str, str], Any] = field(default_factory=dict)
+    seed: int | None = None
+    #: Names the source of ``distant``/``behavior`` more precisely, if it differs.
+    distant_source: str | None = None
+    behavior_source: str | None = None
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The configuration in force for one proxy, resolved once."""
+
+    distant: Address | None = None
+    distant_source: str = "nowhere"
+    behavior: Behavior = field(default_factory=lambda: parse_behavior("100:dummy"))
+    behavior_source: str = "default"
+    options: Mapping[str, Mapping[str, Sourced]] = field(default_factory=dict)
+    seed: int | None = None
+
+    def options_for(self, name: str) -> dict[str, Any]:
+        """The raw option values configured for one handler name."""
+        return {option: sourced.value for option, sourced in self.options.get(name, {}).items()}
+
+    def validate(self, registry: Registry, *, skip_unknown: bool = False) -> None:
+        """Check the behavior's names and every option against the handler classes.
+
+        :param skip_unknown: leave options of handlers ``registry`` does not
+            know (they may come from a ``conftest.py`` not loaded yet).
+        :raises ConfigError: naming the source, the handler, the option and
+            the value.
+        """
+        registry.check(self.behavior, self.behavior_source)
+        for name, options in self.options.items():
+            if name not in registry.names and "." not in name:
+                if skip_unknown:
+                    continue
+                first = next(iter(options.values()))
+                raise ConfigError(f"{first.source}: options given for unknown handler "
+                                  f"{name!r}; known: {', '.join(registry.names)}")
+            handler = registry.resolve(name, next(iter(options.values())).source)
+            for option, sourced in options.items():
+                try:
+                    handler.convert_option(option, sourced.value)
+                except ConfigError as error:
+                    raise ConfigError(f"{sourced.source}: {error}") from None
+
+
+def resolve(layers: Iterable[Layer]) -> Settings:
+    """Merge ``layers``, given from low to high precedence, into one value.
+
+    :raises ConfigError: for an address or a behavior that does not parse.
+    """
+    distant: Address | None = None
+    distant_source = "nowhere"
+    behavior = parse_behavior("100:dummy")
+    behavior_source = "default"
+    options: dict[str, dict[str, Sourced]] = {}
+    seed: int | None = None
+    for layer in layers:
+        if layer.distant is not None:
+            distant_source = layer.distant_source or layer.source
+            distant = parse_address(layer.distant, distant_source)
+        if layer.behavior is not None:
+            behavior_source = layer.behavior_source or layer.source
+            behavior = parse_behavior(layer.behavior, behavior_source)
+        for (name, option), value in layer.options.items():
+            options.setdefault(name, {})[option] = Sourced(value, layer.source)
+        if layer.seed is not None:
+            seed = layer.seed
+    return Settings(distant, distant_source, behavior, behavior_source, options, seed)
+
+
+def parse_handler_assignment(text: str, where: str) -> tuple[tuple[str, str], str]:
+    """``"delay.sleep=2"`` (or ``"handlers.delay.sleep = 2"``) -> ``(("delay", "sleep"), "2")``.
+
+    :raises ConfigError: naming ``where`` and the text when it is malformed.
+    """
+    key, sep, value = text.partition("=")
+    key = key.strip()
+    if key.startswith("handlers."):
+        key = key[len("handlers."):]
+    name, dot, option = key.rpartition(".")
+    if not sep or not dot or not name or not option.isidentifier():
+        raise ConfigError(f"{where}: {text.strip()!r} is not an option setting; expected "
+                          "NAME.OPTION=VALUE, e.g. delay.sleep=2")
+    return (name, option), value.strip()
+
+
+def parse_handler_lines(lines: Iterable[str], where: str) -> dict[tuple[str, str], str]:
+    """Parse ``NAME.OPTION = VALUE`` lines, skipping blank ones and ``#`` comments."""
+    parsed: dict[tuple[str, str], str] = {}
+    for line in lines:
+        if line.strip() and not line.strip().startswith("#"):
+            key, value = parse_handler_assignment(line, where)
+            parsed[key] = value
+    return parsed
+
+
+def parse_marker_options(kwargs: Mapping[str, Any], where: str) -> dict[tuple[str, str], Any]:
+    """``{"delay__sleep": 2}`` -> ``{("delay", "sleep"): 2}``.
+
+    :raises ConfigError: for a keyword that is not ``NAME__OPTION``.
+    """
+    parsed: dict[tuple[str, str], Any] = {}
+    for key, value in kwargs.items():
+        name, sep, option = key.partition("__")
+        if not sep or not name or not option:
+            raise ConfigError(f"{where}: unexpected keyword argument {key!r}; expected "
+                              "behavior=, distant= or NAME__OPTION=VALUE such as delay__sleep=2")
+        parsed[(name, option)] = value
+    return parsed
