@@ -1,0 +1,231 @@
+"""The proxy engine over real loopback sockets, without pytest wiring."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import gevent
+import pytest
+
+from pytest_vaurien import BaseHandler, ConfigError, Proxy, ProxyError
+from pytest_vaurien.records import Ending
+from pytest_vaurien.registry import Registry, make_plugin_manager, registry_from_plugins
+from tests.servers import EchoServer, refused_address, roundtrip, wait_until
+
+
+class Sleepy(BaseHandler):
+    """Sleeps a minute on every chunk: stop() must not wait for it."""
+
+    name = "sleepy"
+
+    def __call__(self, client_sock, backend_sock, to_backend):
+        gevent.sleep(60)
+        return True
+
+
+class Upper(BaseHandler):
+    """Upper-cases what it relays."""
+
+    name = "upper"
+
+    def __call__(self, client_sock, backend_sock, to_backend):
+        data = self._get_data(client_sock, backend_sock, to_backend)
+        if data:
+            (backend_sock if to_backend else client_sock).sendall(data.upper())
+        return bool(data)
+
+
+class Tag(BaseHandler):
+    """Appends a marker to each chunk bound for the backend, to show chain order."""
+
+    name = "tag"
+    options = {"text": ("What to append", str, "!")}
+
+    def __call__(self, client_sock, backend_sock, to_backend):
+        data = self._get_data(client_sock, backend_sock, to_backend)
+        if data:
+            if to_backend:
+                data += self.option("text").encode()
+            (backend_sock if to_backend else client_sock).sendall(data)
+        return bool(data)
+
+
+class Broken(BaseHandler):
+    name = "broken"
+
+    def __call__(self, client_sock, backend_sock, to_backend):
+        raise RuntimeError("boom in handler")
+
+
+def registry_with(*handlers: type[BaseHandler]) -> Registry:
+    registry = registry_from_plugins(make_plugin_manager())
+    for handler in handlers:
+        registry.add(handler, "test")
+    return registry
+
+
+def test_relays_random_payloads_byte_exact_on_200_concurrent_connections(echo_server):
+    payloads = [os.urandom(1000 + 997 * i) for i in range(200)]
+    with Proxy(echo_server.address) as proxy:
+        with ThreadPoolExecutor(max_workers=50) as pool:
+            replies = list(pool.map(lambda p: roundtrip(proxy.address, p, timeout=30), payloads))
+        wait_until(lambda: all(not r.open for r in proxy.connections))
+        records = proxy.connections
+    assert [hashlib.sha256(r).hexdigest() for r in replies] == \
+        [hashlib.sha256(p).hexdigest() for p in payloads]
+    assert len(records) == 200
+    assert sum(r.bytes_to_backend for r in records) == sum(map(len, payloads))
+    assert sum(r.bytes_to_client for r in records) == sum(map(len, payloads))
+    assert {r.ending for r in records} == {Ending.CLIENT_CLOSED}
+
+
+def test_half_close_still_delivers_the_reply():
+    """The backend answers only after the client's EOF: SHUT_WR must pass through."""
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def answer_after_eof():
+        conn, _ = listener.accept()
+        with conn:
+            received = b""
+            while chunk := conn.recv(1024):
+                received += chunk
+            conn.sendall(b"got " + received)
+
+    server = threading.Thread(target=answer_after_eof, daemon=True)
+    server.start()
+    with Proxy(listener.getsockname()) as proxy:
+        assert roundtrip(proxy.address, b"request") == b"got request"
+        wait_until(lambda: not proxy.connections[0].open)
+        assert proxy.connections[0].ending is Ending.CLIENT_CLOSED
+    server.join(5)
+    listener.close()
+
+
+def test_refused_distant_resets_the_client_at_once():
+    with Proxy(refused_address()) as proxy:
+        started = time.monotonic()
+        with socket.create_connection(proxy.address, timeout=5) as sock:
+            with pytest.raises(ConnectionResetError):
+                sock.sendall(b"hello")
+                sock.recv(10)
+        assert time.monotonic() - started < 2
+        wait_until(lambda: proxy.connections and not proxy.connections[0].open)
+        assert proxy.connections[0].ending is Ending.BACKEND_REFUSED
+
+
+def test_stop_is_bounded_while_a_handler_sleeps_for_a_minute(echo_server):
+    proxy = Proxy(echo_server.address, "sleepy", registry=registry_with(Sleepy)).start()
+    with socket.create_connection(proxy.address, timeout=5) as sock:
+        sock.sendall(b"zzz")
+        wait_until(lambda: proxy.connections)
+        started = time.monotonic()
+        proxy.stop()
+        assert time.monotonic() - started < 1.0
+        assert not proxy.running
+        # closed with "zzz" unread, so the kernel may answer with a reset
+        try:
+            assert sock.recv(10) == b""
+        except ConnectionResetError:
+            pass
+    assert proxy.connections[0].ending is Ending.PROXY_STOPPED
+
+
+def test_no_thread_left_after_200_proxies(echo_server):
+    before = set(threading.enumerate())
+    fds = len(os.listdir("/proc/self/fd"))
+    for _ in range(200):
+        with Proxy(echo_server.address) as proxy:
+            assert roundtrip(proxy.address, b"x") == b"x"
+    assert set(threading.enumerate()) - before == set()
+    wait_until(lambda: len(os.listdir("/proc/self/fd")) <= fds)
+
+
+def test_stop_is_idempotent_and_start_twice_is_an_error(echo_server):
+    proxy = Proxy(echo_server.address).start()
+    with pytest.raises(ProxyError, match="already started"):
+        proxy.start()
+    proxy.stop()
+    proxy.stop()
+
+
+def test_port_in_use_is_a_proxy_error(echo_server):
+    with pytest.raises(ProxyError, match="cannot listen on 127.0.0.1"):
+        Proxy(echo_server.address, port=echo_server.address[1]).start()
+
+
+def test_listens_on_ipv6_loopback():
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6")
+    try:
+        server = EchoServer("::1")
+    except OSError:
+        pytest.skip("no IPv6 loopback here")
+    try:
+        with Proxy(server.distant, host="::1") as proxy:
+            assert proxy.distant.startswith("[::1]:")
+            assert roundtrip(proxy.address, b"six") == b"six"
+    finally:
+        server.close()
+
+
+def test_set_behavior_reaches_an_open_connection_and_restores(echo_server):
+    proxy = Proxy(echo_server.address, registry=registry_with(Upper)).start()
+    try:
+        with socket.create_connection(proxy.address, timeout=5) as sock:
+            sock.sendall(b"abc")
+            assert sock.recv(10) == b"abc"
+            with proxy.set_behavior("upper") as same:
+                assert same is proxy
+                assert proxy.behavior == "upper"
+                sock.sendall(b"abc")
+                assert sock.recv(10) == b"ABC"
+            assert proxy.behavior == "100:dummy"
+            sock.sendall(b"abc")
+            assert sock.recv(10) == b"abc"
+        wait_until(lambda: not proxy.connections[0].open)
+        assert proxy.connections[0].handlers == ["dummy", "upper", "dummy"]
+    finally:
+        proxy.stop()
+
+
+def test_set_behavior_rejects_bad_input_and_keeps_the_old_one(echo_server):
+    with Proxy(echo_server.address) as proxy:
+        with pytest.raises(ConfigError, match="unknown handler 'nope'; known: dummy"):
+            proxy.set_behavior("nope")
+        with pytest.raises(ConfigError, match="unexpected keyword argument 'sleep'"):
+            proxy.set_behavior("dummy", sleep=1)
+        assert proxy.behavior == "100:dummy"
+
+
+def test_a_chain_applies_its_handlers_in_order(echo_server):
+    registry = registry_with(Upper, Tag)
+    options = {"tag": {"text": "-t"}}
+    with Proxy(echo_server.address, "upper+tag", options=options, registry=registry) as proxy:
+        # to the backend: upper then tag; back: upper (tag passes replies unchanged)
+        assert roundtrip(proxy.address, b"ab") == b"AB-T"
+    assert bytes(echo_server.received[-1]) == b"AB-t"
+
+
+def test_a_handler_exception_is_recorded_not_lost(echo_server):
+    with Proxy(echo_server.address, "broken", registry=registry_with(Broken)) as proxy:
+        with socket.create_connection(proxy.address, timeout=5) as sock:
+            sock.sendall(b"x")
+            with pytest.raises(ConnectionResetError):  # closed with "x" unread
+                sock.recv(10)
+        wait_until(lambda: proxy.errors)
+    assert "boom in handler" in proxy.errors[0].error
+
+
+def test_behavior_mix_draws_per_connection(echo_server):
+    registry = registry_with(Upper)
+    with Proxy(echo_server.address, "50:upper", registry=registry, seed=7) as proxy:
+        replies = [roundtrip(proxy.address, b"m") for _ in range(200)]
+    upper = replies.count(b"M")
+    assert 60 < upper < 140
+    assert upper + replies.count(b"m") == 200
+    assert sum(r.handler == "upper" for r in proxy.connections) == upper
