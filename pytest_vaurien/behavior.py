@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from pytest_vaurien.errors import ConfigError
 
@@ -36,6 +36,8 @@ class Behavior:
     """A parsed behavior spec; ``str()`` gives it back in canonical form."""
 
     entries: tuple[Entry, ...]
+    #: The text it was parsed from, as written.
+    spec: str = field(default="", compare=False)
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -81,7 +83,7 @@ def parse_behavior(spec: str, where: str = "behavior") -> Behavior:
     total = sum(entry.percent for entry in entries)
     if total > 100.0 + 1e-9:
         raise ConfigError(f"{where}: {spec!r}: percentages add up to {total:g}; at most 100")
-    return Behavior(tuple(entries))
+    return Behavior(tuple(entries), spec.strip())
 
 
 def _parse_entry(piece: str, spec: str, where: str) -> Entry:

@@ -272,7 +272,7 @@ def _start(item: pytest.Item, registry: Registry, settings: Settings,
     item.stash[_PROXY_COUNT] = index + 1
     proxy = Proxy(
         settings.distant,
-        str(settings.behavior),
+        settings.behavior.spec or str(settings.behavior),
         options={name: settings.options_for(name) for name in settings.options},
         registry=registry,
         seed=_proxy_seed(item, index),
