@@ -43,6 +43,7 @@ def parse_address(value: str | tuple[str, int], where: str = "address") -> Addre
 def _port(port: object, value: object, where: str) -> int:
     try:
         number = int(port)  # type: ignore[call-overload]
+        assert isinstance(number, int)
     except (TypeError, ValueError):
         raise ConfigError(
             f"{where}: {value!r} has port {port!r}; expected a number from 0 to 65535"

@@ -88,24 +88,32 @@ def parse_behavior(spec: str, where: str = "behavior") -> Behavior:
 
 def _parse_entry(piece: str, spec: str, where: str) -> Entry:
     if not piece:
-        raise ConfigError(f"{where}: {spec!r} has an empty entry; expected PERCENT:NAME entries "
-                          "separated by commas")
+        raise ConfigError(
+            f"{where}: {spec!r} has an empty entry; expected PERCENT:NAME entries "
+            "separated by commas"
+        )
     percent_text, sep, names = piece.rpartition(":") if ":" in piece else ("", "", piece)
     if sep:
         try:
             percent = float(percent_text)
         except ValueError:
-            raise ConfigError(f"{where}: {spec!r}: {piece!r} has percentage {percent_text!r}; "
-                              "expected a number from 0 to 100") from None
+            raise ConfigError(
+                f"{where}: {spec!r}: {piece!r} has percentage {percent_text!r}; "
+                "expected a number from 0 to 100"
+            ) from None
         if not math.isfinite(percent) or not 0.0 <= percent <= 100.0:
-            raise ConfigError(f"{where}: {spec!r}: {piece!r} has percentage {percent_text!r}; "
-                              "expected a number from 0 to 100")
+            raise ConfigError(
+                f"{where}: {spec!r}: {piece!r} has percentage {percent_text!r}; "
+                "expected a number from 0 to 100"
+            )
     else:
         percent = 100.0
     chain = tuple(name.strip() for name in names.split("+"))
     for name in chain:
         if not name or not all(part.isidentifier() for part in name.split(".")):
-            raise ConfigError(f"{where}: {spec!r}: {piece!r} has handler name {name!r}; "
-                              "expected a name or a dotted path such as 'delay' or "
-                              "'package.module.Handler'")
+            raise ConfigError(
+                f"{where}: {spec!r}: {piece!r} has handler name {name!r}; "
+                "expected a name or a dotted path such as 'delay' or "
+                "'package.module.Handler'"
+            )
     return Entry(percent, chain)

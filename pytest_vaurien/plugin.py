@@ -65,15 +65,27 @@ def _seed_type(text: str) -> int:
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("vaurien", "vaurien chaos TCP proxy")
-    group.addoption("--vaurien-distant", dest="vaurien_distant", metavar="HOST:PORT",
-                    help=DISTANT_HELP)
-    group.addoption("--vaurien-behavior", dest="vaurien_behavior", metavar="SPEC",
-                    help=BEHAVIOR_HELP)
-    group.addoption("--vaurien-handler", dest="vaurien_handler", action="append", default=[],
-                    metavar="NAME.OPTION=VALUE",
-                    help="Set a handler option, e.g. delay.sleep=2 (repeatable)")
-    group.addoption("--vaurien-seed", dest="vaurien_seed", type=_seed_type, metavar="N",
-                    help="Seed every random choice of the proxies, to replay a run")
+    group.addoption(
+        "--vaurien-distant", dest="vaurien_distant", metavar="HOST:PORT", help=DISTANT_HELP
+    )
+    group.addoption(
+        "--vaurien-behavior", dest="vaurien_behavior", metavar="SPEC", help=BEHAVIOR_HELP
+    )
+    group.addoption(
+        "--vaurien-handler",
+        dest="vaurien_handler",
+        action="append",
+        default=[],
+        metavar="NAME.OPTION=VALUE",
+        help="Set a handler option, e.g. delay.sleep=2 (repeatable)",
+    )
+    group.addoption(
+        "--vaurien-seed",
+        dest="vaurien_seed",
+        type=_seed_type,
+        metavar="N",
+        help="Seed every random choice of the proxies, to replay a run",
+    )
     parser.addini("vaurien_distant", DISTANT_HELP)
     parser.addini("vaurien_behavior", BEHAVIOR_HELP)
     parser.addini("vaurien_handlers", HANDLERS_HELP, type="linelist")
@@ -93,8 +105,9 @@ def pytest_configure(config: pytest.Config) -> None:
             source=f"vaurien_handlers ({ini_name})",
             distant=config.getini("vaurien_distant") or None,
             behavior=config.getini("vaurien_behavior") or None,
-            options=parse_handler_lines(config.getini("vaurien_handlers"),
-                                        f"vaurien_handlers ({ini_name})"),
+            options=parse_handler_lines(
+                config.getini("vaurien_handlers"), f"vaurien_handlers ({ini_name})"
+            ),
             distant_source=f"vaurien_distant ({ini_name})",
             behavior_source=f"vaurien_behavior ({ini_name})",
         )
@@ -102,13 +115,15 @@ def pytest_configure(config: pytest.Config) -> None:
             source="--vaurien-handler",
             distant=config.getoption("vaurien_distant"),
             behavior=config.getoption("vaurien_behavior"),
-            options=dict(parse_handler_assignment(text, "--vaurien-handler")
-                         for text in config.getoption("vaurien_handler")),
+            options=dict(
+                parse_handler_assignment(text, "--vaurien-handler")
+                for text in config.getoption("vaurien_handler")
+            ),
             distant_source="--vaurien-distant",
             behavior_source="--vaurien-behavior",
         )
         base = registry_from_plugins(make_plugin_manager())
-        resolve([ini, cli]).validate(_startup_registry(config, base), skip_unknown=True)
+        resolve([ini, cli]).validate(_known_registry(config, base), skip_unknown=True)
     except VaurienError as error:
         raise pytest.UsageError(str(error)) from None
     config.stash[_BASE_REGISTRY] = base
@@ -118,8 +133,23 @@ def pytest_configure(config: pytest.Config) -> None:
         config.pluginmanager.register(_XdistHooks(), "vaurien-xdist")
 
 
-def _startup_registry(config: pytest.Config, base: Registry) -> Registry:
-    """The base registry plus what the conftests loaded so far add.
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Check handler names once every collected test's conftest is loaded.
+
+    A handler may come from a ``conftest.py`` deep in the tree, unknown when
+    ``pytest_configure`` ran; after collection, a name nobody defines in the
+    command line or ini options is a usage error, not N failed tests.
+    """
+    config = session.config
+    layers: list[Layer] = config.stash[_LAYERS]
+    try:
+        resolve(layers).validate(_known_registry(config, config.stash[_BASE_REGISTRY]))
+    except VaurienError as error:
+        raise pytest.UsageError(str(error)) from None
+
+
+def _known_registry(config: pytest.Config, base: Registry) -> Registry:
+    """The base registry plus what every conftest loaded so far adds.
 
     Collisions are left for the tests to report: sibling conftests may each
     define a name for their own directory.
@@ -179,25 +209,34 @@ def _marker_layer(item: pytest.Item) -> Layer | None:
     where = f"vaurien marker on {item.name}"
     kwargs = dict(marker.kwargs)
     if len(marker.args) > 1:
-        raise VaurienError(f"{where}: takes at most one positional argument (the behavior), "
-                           f"got {len(marker.args)}")
+        raise VaurienError(
+            f"{where}: takes at most one positional argument (the behavior), got {len(marker.args)}"
+        )
     if marker.args:
         if "behavior" in kwargs:
-            raise VaurienError(f"{where}: behavior given both as the first argument and as "
-                               "behavior=")
+            raise VaurienError(
+                f"{where}: behavior given both as the first argument and as behavior="
+            )
         kwargs["behavior"] = marker.args[0]
     distant = kwargs.pop("distant", None)
     behavior = kwargs.pop("behavior", None)
     if behavior is not None and not isinstance(behavior, str):
-        raise VaurienError(f"{where}: behavior={behavior!r} is not a string; expected e.g. "
-                           "'20:delay,10:error'")
-    return Layer(source=where, distant=distant, behavior=behavior,
-                 options=parse_marker_options(kwargs, where),
-                 distant_source=f"{where}: distant", behavior_source=f"{where}: behavior")
+        raise VaurienError(
+            f"{where}: behavior={behavior!r} is not a string; expected e.g. '20:delay,10:error'"
+        )
+    return Layer(
+        source=where,
+        distant=distant,
+        behavior=behavior,
+        options=parse_marker_options(kwargs, where),
+        distant_source=f"{where}: distant",
+        behavior_source=f"{where}: behavior",
+    )
 
 
 def _layers(item: pytest.Item) -> list[Layer]:
-    layers = list(item.config.stash[_LAYERS])
+    configured: list[Layer] = item.config.stash[_LAYERS]
+    layers = list(configured)
     marker = _marker_layer(item)
     if marker is not None:
         layers.append(marker)
@@ -205,7 +244,7 @@ def _layers(item: pytest.Item) -> list[Layer]:
 
 
 def _settings_for(request: pytest.FixtureRequest) -> Settings:
-    item = request.node
+    item: pytest.Item = request.node
     if _TEST_SETTINGS not in item.stash:
         try:
             item.stash[_TEST_SETTINGS] = resolve(_layers(item))
@@ -252,20 +291,27 @@ def vaurien_proxy_factory(request: pytest.FixtureRequest) -> Iterator[ProxyFacto
         pytest.fail(str(error), pytrace=False)
     proxies: list[Proxy] = []
 
-    def factory(distant: str | tuple[str, int], behavior: str | None = None,
-                **options: Any) -> Proxy:
+    def factory(
+        distant: str | tuple[str, int], behavior: str | None = None, **options: Any
+    ) -> Proxy:
         where = "vaurien_proxy_factory()"
-        call = Layer(source=where, distant=distant, behavior=behavior,
-                     options=parse_marker_options(options, where),
-                     distant_source=f"{where}: distant", behavior_source=f"{where}: behavior")
+        call = Layer(
+            source=where,
+            distant=distant,
+            behavior=behavior,
+            options=parse_marker_options(options, where),
+            distant_source=f"{where}: distant",
+            behavior_source=f"{where}: behavior",
+        )
         return _start(item, registry, resolve([*base_layers, call]), proxies)
 
     yield factory
     _stop_all(proxies)
 
 
-def _start(item: pytest.Item, registry: Registry, settings: Settings,
-           proxies: list[Proxy]) -> Proxy:
+def _start(
+    item: pytest.Item, registry: Registry, settings: Settings, proxies: list[Proxy]
+) -> Proxy:
     settings.validate(registry)
     assert settings.distant is not None  # every caller sets one
     index = item.stash.get(_PROXY_COUNT, 0)
@@ -296,8 +342,7 @@ def _stop_all(proxies: list[Proxy]) -> None:
 
 
 @pytest.fixture
-def vaurien_proxy(request: pytest.FixtureRequest,
-                  vaurien_proxy_factory: ProxyFactory) -> Proxy:
+def vaurien_proxy(request: pytest.FixtureRequest, vaurien_proxy_factory: ProxyFactory) -> Proxy:
     """A running chaos proxy in front of ``vaurien_distant``, stopped after the test.
 
     Connect to ``vaurien_proxy.address``. The behavior and handler options come

@@ -82,8 +82,13 @@ def _start_native_thread(target: Any, name: str) -> None:
 class _BehaviorState:
     """A behavior with its handler instances, swapped whole on a live change."""
 
-    def __init__(self, spec: str, behavior: Behavior, options: Mapping[str, Mapping[str, Any]],
-                 instances: dict[str, BaseHandler]) -> None:
+    def __init__(
+        self,
+        spec: str,
+        behavior: Behavior,
+        options: Mapping[str, Mapping[str, Any]],
+        instances: dict[str, BaseHandler],
+    ) -> None:
         self.spec = spec
         self.behavior = behavior
         self.options = options
@@ -175,8 +180,10 @@ class Proxy:
         return self._done is not None and not self._done.is_set()
 
     def __repr__(self) -> str:
-        return (f"<Proxy {format_address(self.address)} -> {self.distant} "
-                f"{self.behavior!r}{' running' if self.running else ''}>")
+        return (
+            f"<Proxy {format_address(self.address)} -> {self.distant} "
+            f"{self.behavior!r}{' running' if self.running else ''}>"
+        )
 
     # -- live changes ----------------------------------------------------
 
@@ -197,14 +204,20 @@ class Proxy:
         self._behavior_state = self._make_state(spec, merged, previous.instances)
         return _Restore(self, previous)
 
-    def _make_state(self, spec: str, options: Mapping[str, Mapping[str, Any]],
-                    reusable: Mapping[str, BaseHandler]) -> _BehaviorState:
+    def _make_state(
+        self,
+        spec: str,
+        options: Mapping[str, Mapping[str, Any]],
+        reusable: Mapping[str, BaseHandler],
+    ) -> _BehaviorState:
         behavior = spec if isinstance(spec, Behavior) else parse_behavior(spec, "behavior")
         instances: dict[str, BaseHandler] = {}
         for name, values in options.items():
             if name not in self._registry.names and "." not in name:
-                raise ConfigError(f"options given for unknown handler {name!r}; "
-                                  f"known: {', '.join(self._registry.names)}")
+                raise ConfigError(
+                    f"options given for unknown handler {name!r}; "
+                    f"known: {', '.join(self._registry.names)}"
+                )
             handler_class = self._registry.resolve(name, "options")
             for option, value in values.items():
                 handler_class.convert_option(option, value)
@@ -212,8 +225,11 @@ class Proxy:
             handler_class = self._registry.resolve(name, f"behavior {str(spec)!r}")
             settings = {**options.get(handler_class.name, {}), **options.get(name, {})}
             old = reusable.get(name)
-            if old is not None and type(old) is handler_class and \
-                    old.settings == handler_class(settings, self).settings:
+            if (
+                old is not None
+                and type(old) is handler_class
+                and old.settings == handler_class(settings, self).settings
+            ):
                 instances[name] = old
             else:
                 instances[name] = handler_class(settings, self)
@@ -237,8 +253,9 @@ class Proxy:
         if self._start_error is not None:
             self._done.wait(STOP_TIMEOUT)
             error = self._start_error
-            raise ProxyError(f"{self.name}: cannot listen on "
-                             f"{format_address((self.host, self.port))}: {error}") from error
+            raise ProxyError(
+                f"{self.name}: cannot listen on {format_address((self.host, self.port))}: {error}"
+            ) from error
         return self
 
     def stop(self, timeout: float = STOP_TIMEOUT) -> None:
@@ -334,4 +351,3 @@ class _Restore:
 
     def __exit__(self, *exc_info: object) -> None:
         self._proxy._behavior_state = self._previous
-

@@ -62,9 +62,11 @@ class ConnectionRecord:
         if self.error:
             how = f"{how}: {self.error}"
         took = "" if self.duration is None else f" in {self.duration:.3f}s"
-        return (f"#{self.index} {self.client} {self.handler or '-'}: "
-                f"{self.bytes_to_backend} B to backend, {self.bytes_to_client} B to client, "
-                f"{how}{took}")
+        return (
+            f"#{self.index} {self.client} {self.handler or '-'}: "
+            f"{self.bytes_to_backend} B to backend, {self.bytes_to_client} B to client, "
+            f"{how}{took}"
+        )
 
 
 def format_records(records: list[ConnectionRecord]) -> str:

@@ -16,7 +16,6 @@ import pluggy
 
 from pytest_vaurien import handlers as builtin
 from pytest_vaurien import hookspecs
-from pytest_vaurien.behavior import Behavior
 from pytest_vaurien.errors import ConfigError, HandlerError
 from pytest_vaurien.handlers.base import BaseHandler
 
@@ -57,20 +56,25 @@ class Registry:
             its name is taken by another class (the message names both origins).
         """
         if not (isinstance(handler, type) and issubclass(handler, BaseHandler)):
-            raise HandlerError(f"{origin} returned {handler!r}; expected a subclass of "
-                               "pytest_vaurien.BaseHandler")
+            raise HandlerError(
+                f"{origin} returned {handler!r}; expected a subclass of pytest_vaurien.BaseHandler"
+            )
         name = handler.name
         if not isinstance(name, str) or not name.isidentifier():
-            raise HandlerError(f"{origin}: handler class {handler.__qualname__} has name "
-                               f"{name!r}; expected an identifier such as 'delay'")
+            raise HandlerError(
+                f"{origin}: handler class {handler.__qualname__} has name "
+                f"{name!r}; expected an identifier such as 'delay'"
+            )
         known = self._by_name.get(name)
         if known is not None and known.handler is not handler:
-            raise HandlerError(f"handler name {name!r} is defined twice: by {known.origin} "
-                               f"({_qualname(known.handler)}) and by {origin} "
-                               f"({_qualname(handler)})")
+            raise HandlerError(
+                f"handler name {name!r} is defined twice: by {known.origin} "
+                f"({_qualname(known.handler)}) and by {origin} "
+                f"({_qualname(handler)})"
+            )
         self._by_name.setdefault(name, Registration(handler, origin))
 
-    def add_batch(self, batch: Iterable[object] | None, origin: str) -> None:
+    def add_batch(self, batch: object, origin: str) -> None:
         """Register every class a hook returned (``None`` counts as none)."""
         if batch is None:
             return
@@ -108,18 +112,16 @@ class Registry:
             return _import_handler(name, where)
         raise ConfigError(f"{where}: unknown handler {name!r}; known: {', '.join(self.names)}")
 
-    def check(self, behavior: Behavior, where: str) -> None:
-        """Resolve every name of ``behavior`` now, so errors surface early."""
-        for name in behavior.names:
-            self.resolve(name, where)
-
 
 def registry_from_plugins(manager: pluggy.PluginManager) -> Registry:
     """A registry holding what every plugin of ``manager`` adds, origins named."""
     registry = Registry()
     for impl in reversed(manager.hook.vaurien_add_handlers.get_hookimpls()):
-        origin = (BUILTIN_ORIGIN if impl.plugin_name == BUILTIN_ORIGIN
-                  else f"vaurien plugin {impl.plugin_name!r}")
+        origin = (
+            BUILTIN_ORIGIN
+            if impl.plugin_name == BUILTIN_ORIGIN
+            else f"vaurien plugin {impl.plugin_name!r}"
+        )
         try:
             batch = impl.function()
         except Exception as error:
@@ -135,8 +137,11 @@ def _import_handler(path: str, where: str) -> type[BaseHandler]:
         try:
             target: object = importlib.import_module(module_name)
         except ImportError as error:
-            if error.name is not None and not module_name.startswith(error.name) \
-                    and not error.name.startswith(module_name):
+            if (
+                error.name is not None
+                and not module_name.startswith(error.name)
+                and not error.name.startswith(module_name)
+            ):
                 raise HandlerError(f"{where}: importing {path!r} failed: {error}") from error
             module_name, _, head = module_name.rpartition(".")
             parts.insert(0, head)
@@ -147,12 +152,14 @@ def _import_handler(path: str, where: str) -> type[BaseHandler]:
             try:
                 target = getattr(target, part)
             except AttributeError:
-                raise ConfigError(f"{where}: {path!r}: {module_name!r} has no attribute "
-                                  f"{part!r}") from None
+                raise ConfigError(
+                    f"{where}: {path!r}: {module_name!r} has no attribute {part!r}"
+                ) from None
         if isinstance(target, type) and issubclass(target, BaseHandler):
             return target
-        raise ConfigError(f"{where}: {path!r} is {target!r}; expected a subclass of "
-                          "pytest_vaurien.BaseHandler")
+        raise ConfigError(
+            f"{where}: {path!r} is {target!r}; expected a subclass of pytest_vaurien.BaseHandler"
+        )
     raise ConfigError(f"{where}: unknown handler {path!r}: no module of that path imports")
 
 

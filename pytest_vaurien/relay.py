@@ -163,8 +163,9 @@ class Chain:
         }
 
     @staticmethod
-    def _stages(handlers: list[BaseHandler], source: Endpoint, dest: Endpoint,
-                to_backend: bool) -> list[_Stage]:
+    def _stages(
+        handlers: list[BaseHandler], source: Endpoint, dest: Endpoint, to_backend: bool
+    ) -> list[_Stage]:
         stages: list[_Stage] = []
         for handler in reversed(handlers):  # from the end: each stage feeds the next
             target: Any = _Pipe(dest, stages[0]) if stages else dest
@@ -189,8 +190,13 @@ class Chain:
 class Connection:
     """One client connection and its backend, relayed by two pumps."""
 
-    def __init__(self, proxy: Proxy, client_sock: gevent.socket.socket,
-                 backend_sock: gevent.socket.socket, record: ConnectionRecord) -> None:
+    def __init__(
+        self,
+        proxy: Proxy,
+        client_sock: gevent.socket.socket,
+        backend_sock: gevent.socket.socket,
+        record: ConnectionRecord,
+    ) -> None:
         self.proxy = proxy
         self.record = record
         #: Free for handlers to keep per-connection state in, by handler name.
@@ -238,8 +244,10 @@ class Connection:
             raise
         except OSError as error:
             outcome = "reset"
-            self.record.end(Ending.RESET, f"{'client' if to_backend else 'backend'} side: "
-                                          f"{error.strerror or error}")
+            self.record.end(
+                Ending.RESET,
+                f"{'client' if to_backend else 'backend'} side: {error.strerror or error}",
+            )
         except Exception:
             self.record.end(Ending.ERROR, traceback.format_exc(limit=-4).strip())
         finally:
@@ -255,8 +263,9 @@ class Connection:
             except OSError:
                 pass
             if len(self._finished) == 2:
-                self.record.end(Ending.CLIENT_CLOSED if self._first_eof() else
-                                Ending.BACKEND_CLOSED)
+                self.record.end(
+                    Ending.CLIENT_CLOSED if self._first_eof() else Ending.BACKEND_CLOSED
+                )
                 self._done.set()
         else:
             if outcome == "close":
@@ -280,12 +289,14 @@ class Connection:
                 endpoint.sock.close()
 
 
-def serve_connection(proxy: Proxy, client_sock: gevent.socket.socket,
-                     record: ConnectionRecord) -> None:
+def serve_connection(
+    proxy: Proxy, client_sock: gevent.socket.socket, record: ConnectionRecord
+) -> None:
     """Connect to the distant and relay; a refused connect resets the client."""
     try:
-        backend_sock = gevent.socket.create_connection(proxy.distant_address,
-                                                       timeout=proxy.connect_timeout)
+        backend_sock = gevent.socket.create_connection(
+            proxy.distant_address, timeout=proxy.connect_timeout
+        )
     except GreenletExit:
         record.end(Ending.PROXY_STOPPED)
         client_sock.close()

@@ -69,19 +69,23 @@ class Settings:
     def validate(self, registry: Registry, *, skip_unknown: bool = False) -> None:
         """Check the behavior's names and every option against the handler classes.
 
-        :param skip_unknown: leave options of handlers ``registry`` does not
-            know (they may come from a ``conftest.py`` not loaded yet).
+        :param skip_unknown: leave names ``registry`` does not know, and their
+            options (they may come from a ``conftest.py`` not loaded yet).
         :raises ConfigError: naming the source, the handler, the option and
             the value.
         """
-        registry.check(self.behavior, self.behavior_source)
+        for name in self.behavior.names:
+            if not (skip_unknown and name not in registry.names and "." not in name):
+                registry.resolve(name, self.behavior_source)
         for name, options in self.options.items():
             if name not in registry.names and "." not in name:
                 if skip_unknown:
                     continue
                 first = next(iter(options.values()))
-                raise ConfigError(f"{first.source}: options given for unknown handler "
-                                  f"{name!r}; known: {', '.join(registry.names)}")
+                raise ConfigError(
+                    f"{first.source}: options given for unknown handler "
+                    f"{name!r}; known: {', '.join(registry.names)}"
+                )
             handler = registry.resolve(name, next(iter(options.values())).source)
             for option, sourced in options.items():
                 try:
@@ -123,11 +127,13 @@ def parse_handler_assignment(text: str, where: str) -> tuple[tuple[str, str], st
     key, sep, value = text.partition("=")
     key = key.strip()
     if key.startswith("handlers."):
-        key = key[len("handlers."):]
+        key = key[len("handlers.") :]
     name, dot, option = key.rpartition(".")
     if not sep or not dot or not name or not option.isidentifier():
-        raise ConfigError(f"{where}: {text.strip()!r} is not an option setting; expected "
-                          "NAME.OPTION=VALUE, e.g. delay.sleep=2")
+        raise ConfigError(
+            f"{where}: {text.strip()!r} is not an option setting; expected "
+            "NAME.OPTION=VALUE, e.g. delay.sleep=2"
+        )
     return (name, option), value.strip()
 
 
@@ -150,7 +156,9 @@ def parse_marker_options(kwargs: Mapping[str, Any], where: str) -> dict[tuple[st
     for key, value in kwargs.items():
         name, sep, option = key.partition("__")
         if not sep or not name or not option:
-            raise ConfigError(f"{where}: unexpected keyword argument {key!r}; expected "
-                              "behavior=, distant= or NAME__OPTION=VALUE such as delay__sleep=2")
+            raise ConfigError(
+                f"{where}: unexpected keyword argument {key!r}; expected "
+                "behavior=, distant= or NAME__OPTION=VALUE such as delay__sleep=2"
+            )
         parsed[(name, option)] = value
     return parsed

@@ -31,8 +31,14 @@ def _no_leftovers(request: pytest.FixtureRequest, echo_server: EchoServer) -> It
     check_fds = "pytester" not in request.fixturenames
     before = _open_fds()
     yield
-    wait_until(lambda: not _proxy_threads(), timeout=3,
-               message=f"proxy threads gone (left: {_proxy_threads()})")
+    wait_until(
+        lambda: not _proxy_threads(),
+        timeout=3,
+        message=f"proxy threads gone (left: {_proxy_threads()})",
+    )
     if check_fds:
-        wait_until(lambda: _open_fds() <= before, timeout=3,
-                   message=f"file descriptors back to {before} (now {_open_fds()})")
+        wait_until(
+            lambda: _open_fds() <= before,
+            timeout=3,
+            message=f"file descriptors back to {before} (now {_open_fds()})",
+        )

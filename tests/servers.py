@@ -9,8 +9,12 @@ from collections.abc import Callable
 from typing import Any
 
 
-def wait_until(predicate: Callable[[], Any], timeout: float = 5.0, interval: float = 0.005,
-               message: str = "condition") -> Any:
+def wait_until(
+    predicate: Callable[[], Any],
+    timeout: float = 5.0,
+    interval: float = 0.005,
+    message: str = "condition",
+) -> Any:
     """Poll ``predicate`` until it is truthy; fail after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     while True:

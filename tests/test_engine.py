@@ -76,8 +76,9 @@ def test_relays_random_payloads_byte_exact_on_200_concurrent_connections(echo_se
             replies = list(pool.map(lambda p: roundtrip(proxy.address, p, timeout=30), payloads))
         wait_until(lambda: all(not r.open for r in proxy.connections))
         records = proxy.connections
-    assert [hashlib.sha256(r).hexdigest() for r in replies] == \
-        [hashlib.sha256(p).hexdigest() for p in payloads]
+    assert [hashlib.sha256(r).hexdigest() for r in replies] == [
+        hashlib.sha256(p).hexdigest() for p in payloads
+    ]
     assert len(records) == 200
     assert sum(r.bytes_to_backend for r in records) == sum(map(len, payloads))
     assert sum(r.bytes_to_client for r in records) == sum(map(len, payloads))
@@ -110,8 +111,8 @@ def test_refused_distant_resets_the_client_at_once():
     with Proxy(refused_address()) as proxy:
         started = time.monotonic()
         with socket.create_connection(proxy.address, timeout=5) as sock:
+            sock.sendall(b"hello")  # may or may not fail yet; the read must
             with pytest.raises(ConnectionResetError):
-                sock.sendall(b"hello")
                 sock.recv(10)
         assert time.monotonic() - started < 2
         wait_until(lambda: proxy.connections and not proxy.connections[0].open)

@@ -28,24 +28,30 @@ class Typed(BaseHandler):
     }
 
 
-@pytest.mark.parametrize(("text", "expected"), [
-    ("127.0.0.1:6379", ("127.0.0.1", 6379)),
-    ("localhost:0", ("localhost", 0)),
-    ("[::1]:8000", ("::1", 8000)),
-    (("127.0.0.1", 80), ("127.0.0.1", 80)),
-])
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("127.0.0.1:6379", ("127.0.0.1", 6379)),
+        ("localhost:0", ("localhost", 0)),
+        ("[::1]:8000", ("::1", 8000)),
+        (("127.0.0.1", 80), ("127.0.0.1", 80)),
+    ],
+)
 def test_parse_address(text, expected):
     assert parse_address(text) == expected
 
 
-@pytest.mark.parametrize(("text", "message"), [
-    ("localhost", "has no port"),
-    ("localhost:http", "has port 'http'; expected a number"),
-    ("localhost:70000", "expected 0 to 65535"),
-    (":80", "has no host"),
-    ("::1:80", "write an IPv6 address as [HOST]:PORT"),
-    ("[::1]80", "expected [IPV6]:PORT"),
-])
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("localhost", "has no port"),
+        ("localhost:http", "has port 'http'; expected a number"),
+        ("localhost:70000", "expected 0 to 65535"),
+        (":80", "has no host"),
+        ("::1:80", "write an IPv6 address as [HOST]:PORT"),
+        ("[::1]80", "expected [IPV6]:PORT"),
+    ],
+)
 def test_parse_address_errors_name_the_value(text, message):
     with pytest.raises(ConfigError, match=r"^--x: .*" + message.replace("[", r"\[")):
         parse_address(text, "--x")
@@ -59,7 +65,9 @@ def test_format_address_brackets_ipv6():
 def test_parse_behavior_entries_and_remainder():
     behavior = parse_behavior("20:delay, 10.5:error+dummy")
     assert [(e.percent, e.chain) for e in behavior.entries] == [
-        (20.0, ("delay",)), (10.5, ("error", "dummy"))]
+        (20.0, ("delay",)),
+        (10.5, ("error", "dummy")),
+    ]
     assert behavior.remainder == pytest.approx(69.5)
     assert behavior.names == ("delay", "error", "dummy")
     assert str(behavior) == "20:delay,10.5:error+dummy"
@@ -76,16 +84,19 @@ def test_dotted_paths_are_names():
     assert parse_behavior("20:pkg.mod.Handler").names == ("pkg.mod.Handler", "dummy")
 
 
-@pytest.mark.parametrize(("spec", "message"), [
-    ("60:delay,50:error", "percentages add up to 110; at most 100"),
-    ("abc:delay", "'abc:delay' has percentage 'abc'"),
-    ("120:delay", "has percentage '120'; expected a number from 0 to 100"),
-    ("20:delay,,10:error", "has an empty entry"),
-    ("20:", "has handler name ''"),
-    ("20:de lay", "has handler name 'de lay'"),
-    ("20:delay+", "has handler name ''"),
-    ("", "the behavior is empty"),
-])
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("60:delay,50:error", "percentages add up to 110; at most 100"),
+        ("abc:delay", "'abc:delay' has percentage 'abc'"),
+        ("120:delay", "has percentage '120'; expected a number from 0 to 100"),
+        ("20:delay,,10:error", "has an empty entry"),
+        ("20:", "has handler name ''"),
+        ("20:de lay", "has handler name 'de lay'"),
+        ("20:delay+", "has handler name ''"),
+        ("", "the behavior is empty"),
+    ],
+)
 def test_parse_behavior_errors_point_at_the_piece(spec, message):
     with pytest.raises(ConfigError, match="^--vaurien-behavior: .*" + message):
         parse_behavior(spec, "--vaurien-behavior")
@@ -100,52 +111,75 @@ def test_choose_follows_the_weights():
     assert 1800 < draws.count("dummy") < 2200
 
 
-@pytest.mark.parametrize(("option", "text", "value"), [
-    ("sleep", "2", 2.0), ("sleep", " 0.5 ", 0.5), ("sleep", 3, 3.0),
-    ("count", "7", 7), ("count", 4, 4),
-    ("flag", "yes", True), ("flag", "No", False), ("flag", "TRUE", True), ("flag", "off", False),
-    ("flag", "1", True), ("flag", "0", False), ("flag", False, False),
-    ("mode", "b", "b"),
-])
+@pytest.mark.parametrize(
+    ("option", "text", "value"),
+    [
+        ("sleep", "2", 2.0),
+        ("sleep", " 0.5 ", 0.5),
+        ("sleep", 3, 3.0),
+        ("count", "7", 7),
+        ("count", 4, 4),
+        ("flag", "yes", True),
+        ("flag", "No", False),
+        ("flag", "TRUE", True),
+        ("flag", "off", False),
+        ("flag", "1", True),
+        ("flag", "0", False),
+        ("flag", False, False),
+        ("mode", "b", "b"),
+    ],
+)
 def test_option_conversion_from_strings(option, text, value):
     converted = Typed({option: text}).option(option)
     assert converted == value
     assert type(converted) is type(value)
 
 
-@pytest.mark.parametrize(("option", "text", "expected"), [
-    ("sleep", "soon", "expected a number"),
-    ("count", "1.5", "expected an integer"),
-    ("count", 1.5, "expected an integer"),
-    ("flag", "maybe", "expected a boolean (yes/no, true/false, on/off, 1/0)"),
-    ("mode", "c", "expected one of a, b"),
-])
+@pytest.mark.parametrize(
+    ("option", "text", "expected"),
+    [
+        ("sleep", "soon", "expected a number"),
+        ("count", "1.5", "expected an integer"),
+        ("count", 1.5, "expected an integer"),
+        ("flag", "maybe", "expected a boolean (yes/no, true/false, on/off, 1/0)"),
+        ("mode", "c", "expected one of a, b"),
+    ],
+)
 def test_option_conversion_errors_name_handler_option_value_and_type(option, text, expected):
     with pytest.raises(ConfigError) as info:
         Typed({option: text})
-    assert str(info.value) == (f"handler 'typed': option {option!r} = {text!r} is not valid; "
-                               f"{expected}")
+    assert str(info.value) == (
+        f"handler 'typed': option {option!r} = {text!r} is not valid; {expected}"
+    )
 
 
 def test_unknown_option_lists_the_known_ones():
-    with pytest.raises(ConfigError, match="has no option 'slep'; known options: count, flag, "
-                                          "mode, sleep"):
+    with pytest.raises(
+        ConfigError, match="has no option 'slep'; known options: count, flag, mode, sleep"
+    ):
         Typed({"slep": 1})
 
 
 def test_defaults_apply_when_unset():
     handler = Typed()
-    assert (handler.option("sleep"), handler.option("count"), handler.option("flag")) == \
-        (1.0, 0, True)
+    assert (handler.option("sleep"), handler.option("count"), handler.option("flag")) == (
+        1.0,
+        0,
+        True,
+    )
 
 
 def test_handler_assignments():
     assert parse_handler_assignment("delay.sleep=2", "x") == (("delay", "sleep"), "2")
     assert parse_handler_assignment("handlers.delay.sleep = 2 ", "x") == (("delay", "sleep"), "2")
     assert parse_handler_lines(["", "# comment", "delay.before = no"], "x") == {
-        ("delay", "before"): "no"}
-    with pytest.raises(ConfigError, match=r"^--vaurien-handler: 'delay=2' is not an option "
-                                          "setting; expected NAME.OPTION=VALUE"):
+        ("delay", "before"): "no"
+    }
+    with pytest.raises(
+        ConfigError,
+        match=r"^--vaurien-handler: 'delay=2' is not an option "
+        "setting; expected NAME.OPTION=VALUE",
+    ):
         parse_handler_assignment("delay=2", "--vaurien-handler")
 
 
@@ -156,11 +190,15 @@ def test_marker_options():
 
 
 def test_resolve_takes_layers_from_low_to_high():
-    settings = resolve([
-        Layer("ini", distant="127.0.0.1:1", behavior="10:delay", options={("delay", "sleep"): "1"}),
-        Layer("cli", behavior="20:delay", options={("delay", "sleep"): "2"}),
-        Layer("marker", options={("delay", "before"): False}),
-    ])
+    settings = resolve(
+        [
+            Layer(
+                "ini", distant="127.0.0.1:1", behavior="10:delay", options={("delay", "sleep"): "1"}
+            ),
+            Layer("cli", behavior="20:delay", options={("delay", "sleep"): "2"}),
+            Layer("marker", options={("delay", "before"): False}),
+        ]
+    )
     assert settings.distant == ("127.0.0.1", 1)
     assert settings.distant_source == "ini"
     assert str(settings.behavior) == "20:delay"

@@ -6,7 +6,7 @@ import textwrap
 
 import pytest
 
-CLIENT = '''
+CLIENT = """
 import socket
 
 import pytest
@@ -22,7 +22,7 @@ def roundtrip(address, payload=b"ping"):
             if not data:
                 return b"".join(chunks)
             chunks.append(data)
-'''
+"""
 
 UPPER = '''
 from pytest_vaurien import BaseHandler
@@ -46,15 +46,20 @@ class Upper(BaseHandler):
 
 def make_test(pytester: pytest.Pytester, body: str, conftest_handlers: bool = True) -> None:
     if conftest_handlers:
-        pytester.makeconftest(UPPER + textwrap.dedent('''
+        pytester.makeconftest(
+            UPPER
+            + textwrap.dedent("""
             def pytest_vaurien_add_handlers(config):
                 return [Upper]
-        '''))
+        """)
+        )
     pytester.makepyfile(CLIENT + textwrap.dedent(body))
 
 
 def test_marker_sets_distant_behavior_and_options(pytester, echo_server):
-    make_test(pytester, f'''
+    make_test(
+        pytester,
+        f'''
         @pytest.mark.vaurien(behavior="upper", distant="{echo_server.distant}", upper__suffix="!")
         def test_it(vaurien_proxy):
             assert roundtrip(vaurien_proxy.address) == b"PING!"
@@ -64,27 +69,39 @@ def test_marker_sets_distant_behavior_and_options(pytester, echo_server):
             assert vaurien_proxy.address == (vaurien_proxy.host, vaurien_proxy.port)
             [record] = vaurien_proxy.connections
             assert record.handler == "upper" and record.bytes_to_backend == 4
-    ''')
+    ''',
+    )
     pytester.runpytest("--strict-markers").assert_outcomes(passed=1)
 
 
 def test_marker_takes_the_behavior_as_first_argument(pytester, echo_server):
-    make_test(pytester, f'''
+    make_test(
+        pytester,
+        f'''
         @pytest.mark.vaurien("upper", distant="{echo_server.distant}")
         def test_it(vaurien_proxy):
             assert roundtrip(vaurien_proxy.address) == b"PING"
-    ''')
+    ''',
+    )
     pytester.runpytest().assert_outcomes(passed=1)
 
 
 def test_command_line_options(pytester, echo_server):
-    make_test(pytester, '''
+    make_test(
+        pytester,
+        """
         def test_it(vaurien_proxy):
             assert roundtrip(vaurien_proxy.address) == b"PING?"
-    ''')
-    result = pytester.runpytest("--vaurien-distant", echo_server.distant,
-                                "--vaurien-behavior", "upper",
-                                "--vaurien-handler", "upper.suffix=?")
+    """,
+    )
+    result = pytester.runpytest(
+        "--vaurien-distant",
+        echo_server.distant,
+        "--vaurien-behavior",
+        "upper",
+        "--vaurien-handler",
+        "upper.suffix=?",
+    )
     result.assert_outcomes(passed=1)
 
 
@@ -96,22 +113,27 @@ def test_ini_options(pytester, echo_server):
         vaurien_handlers =
             upper.suffix = ~
     """)
-    make_test(pytester, '''
+    make_test(
+        pytester,
+        """
         def test_it(vaurien_proxy):
             assert roundtrip(vaurien_proxy.address) == b"PING~"
-    ''')
+    """,
+    )
     pytester.runpytest().assert_outcomes(passed=1)
 
 
 def test_precedence_marker_over_command_line_over_ini(pytester, echo_server):
-    pytester.makeini(f"""
+    pytester.makeini("""
         [pytest]
         vaurien_distant = 127.0.0.1:1
         vaurien_behavior = dummy
         vaurien_handlers =
             handlers.upper.suffix = ini
     """)
-    make_test(pytester, '''
+    make_test(
+        pytester,
+        """
         def test_cli_over_ini(vaurien_proxy):
             assert roundtrip(vaurien_proxy.address) == b"PINGcli"
 
@@ -122,15 +144,23 @@ def test_precedence_marker_over_command_line_over_ini(pytester, echo_server):
         @pytest.mark.vaurien("dummy")
         def test_marker_behavior(vaurien_proxy):
             assert roundtrip(vaurien_proxy.address) == b"ping"
-    ''')
-    result = pytester.runpytest("--vaurien-distant", echo_server.distant,
-                                "--vaurien-behavior", "upper",
-                                "--vaurien-handler", "upper.suffix=cli")
+    """,
+    )
+    result = pytester.runpytest(
+        "--vaurien-distant",
+        echo_server.distant,
+        "--vaurien-behavior",
+        "upper",
+        "--vaurien-handler",
+        "upper.suffix=cli",
+    )
     result.assert_outcomes(passed=3)
 
 
 def test_module_marker_applies_and_the_closest_wins(pytester, echo_server):
-    make_test(pytester, f'''
+    make_test(
+        pytester,
+        f'''
         pytestmark = pytest.mark.vaurien("upper", distant="{echo_server.distant}")
 
         def test_module_level(vaurien_proxy):
@@ -139,13 +169,16 @@ def test_module_marker_applies_and_the_closest_wins(pytester, echo_server):
         @pytest.mark.vaurien("dummy", distant="{echo_server.distant}")
         def test_function_level(vaurien_proxy):
             assert roundtrip(vaurien_proxy.address) == b"ping"
-    ''')
+    ''',
+    )
     pytester.runpytest().assert_outcomes(passed=2)
 
 
 def test_vaurien_distant_fixture_can_be_overridden(pytester, echo_server):
     host, port = echo_server.address
-    pytester.makeconftest(UPPER + textwrap.dedent(f'''
+    pytester.makeconftest(
+        UPPER
+        + textwrap.dedent(f'''
         import pytest
 
         def pytest_vaurien_add_handlers(config):
@@ -154,32 +187,40 @@ def test_vaurien_distant_fixture_can_be_overridden(pytester, echo_server):
         @pytest.fixture(scope="session")
         def vaurien_distant():
             return ("{host}", {port})
-    '''))
-    pytester.makepyfile(CLIENT + textwrap.dedent('''
+    ''')
+    )
+    pytester.makepyfile(
+        CLIENT
+        + textwrap.dedent("""
         @pytest.mark.vaurien("upper")
         def test_it(vaurien_proxy, vaurien_distant):
             assert roundtrip(vaurien_proxy.address) == b"PING"
-    '''))
+    """)
+    )
     pytester.runpytest("--vaurien-distant", "127.0.0.1:1").assert_outcomes(passed=1)
 
 
 def test_missing_distant_lists_the_four_ways(pytester):
-    pytester.makepyfile('''
+    pytester.makepyfile("""
         def test_it(vaurien_proxy):
             pass
-    ''')
+    """)
     result = pytester.runpytest()
     result.assert_outcomes(errors=1)
-    result.stdout.fnmatch_lines([
-        "vaurien_proxy needs a backend address and none is configured*"
-        "@pytest.mark.vaurien(distant=*--vaurien-distant HOST:PORT*vaurien_distant = "
-        "HOST:PORT in the ini file*vaurien_distant fixture in conftest.py*",
-    ])
+    result.stdout.fnmatch_lines(
+        [
+            "vaurien_proxy needs a backend address and none is configured*"
+            "@pytest.mark.vaurien(distant=*--vaurien-distant HOST:PORT*vaurien_distant = "
+            "HOST:PORT in the ini file*vaurien_distant fixture in conftest.py*",
+        ]
+    )
     result.stdout.no_fnmatch_line("*Traceback*")
 
 
 def test_factory_makes_several_proxies_and_stops_them(pytester, echo_server):
-    make_test(pytester, f'''
+    make_test(
+        pytester,
+        f'''
         import threading
 
         def test_it(vaurien_proxy_factory):
@@ -195,12 +236,15 @@ def test_factory_makes_several_proxies_and_stops_them(pytester, echo_server):
         def test_after(vaurien_proxy_factory):
             import threading
             assert not [t for t in threading.enumerate() if t.name.startswith("vaurien-proxy")]
-    ''')
+    ''',
+    )
     pytester.runpytest("-p", "no:randomly").assert_outcomes(passed=2)
 
 
 def test_set_behavior_live_in_a_test(pytester, echo_server):
-    make_test(pytester, f'''
+    make_test(
+        pytester,
+        f'''
         @pytest.mark.vaurien(distant="{echo_server.distant}")
         def test_it(vaurien_proxy):
             with socket.create_connection(vaurien_proxy.address, timeout=5) as pooled:
@@ -213,36 +257,50 @@ def test_set_behavior_live_in_a_test(pytester, echo_server):
                 assert vaurien_proxy.behavior == "100:dummy"
                 pooled.sendall(b"a")
                 assert pooled.recv(10) == b"a"
-    ''')
+    ''',
+    )
     pytester.runpytest().assert_outcomes(passed=1)
 
 
 def test_marker_is_registered_for_strict_markers(pytester):
     result = pytester.runpytest("--markers")
-    result.stdout.fnmatch_lines(["@pytest.mark.vaurien(behavior=None, *, distant=None, "
-                                 "**NAME__OPTION)*"])
+    result.stdout.fnmatch_lines(
+        ["@pytest.mark.vaurien(behavior=None, *, distant=None, **NAME__OPTION)*"]
+    )
 
 
 def test_options_are_in_a_vaurien_group_of_help(pytester):
     result = pytester.runpytest("--help")
-    result.stdout.fnmatch_lines([
-        "vaurien chaos TCP proxy:",
-        "*--vaurien-distant=HOST:PORT*",
-        "*--vaurien-behavior=SPEC*",
-        "*--vaurien-handler=NAME.OPTION=VALUE*",
-        "*--vaurien-seed=N*",
-    ])
-    result.stdout.fnmatch_lines(["*vaurien_distant (string)*", "*vaurien_behavior (string)*",
-                                 "*vaurien_handlers (linelist)*"])
+    result.stdout.fnmatch_lines(
+        [
+            "vaurien chaos TCP proxy:",
+            "*--vaurien-distant=HOST:PORT*",
+            "*--vaurien-behavior=SPEC*",
+            "*--vaurien-handler=NAME.OPTION=VALUE*",
+            "*--vaurien-seed=N*",
+        ]
+    )
+    result.stdout.fnmatch_lines(
+        [
+            "*vaurien_distant (string)*",
+            "*vaurien_behavior (string)*",
+            "*vaurien_handlers (linelist)*",
+        ]
+    )
 
 
 def test_fixtures_are_documented(pytester):
     result = pytester.runpytest("--fixtures")
-    result.stdout.fnmatch_lines([
-        "vaurien_distant*", "*Where the backend is*",
-        "vaurien_proxy_factory*", "*Make more proxies in one test*",
-        "vaurien_proxy*", "*A running chaos proxy*",
-    ])
+    result.stdout.fnmatch_lines(
+        [
+            "vaurien_distant*",
+            "*Where the backend is*",
+            "vaurien_proxy_factory*",
+            "*Make more proxies in one test*",
+            "vaurien_proxy*",
+            "*A running chaos proxy*",
+        ]
+    )
 
 
 def test_header_shows_the_seed(pytester):
@@ -251,27 +309,54 @@ def test_header_shows_the_seed(pytester):
     result.stdout.fnmatch_lines(["vaurien: seed=1234 (replay with --vaurien-seed=1234)"])
 
 
-@pytest.mark.parametrize(("args", "ini", "message"), [
-    (["--vaurien-behavior", "20:dealy"], "",
-     "ERROR: --vaurien-behavior: unknown handler 'dealy'; known: dummy, upper"),
-    (["--vaurien-behavior", "60:upper,50:dummy"], "",
-     "ERROR: --vaurien-behavior: '60:upper,50:dummy': percentages add up to 110; at most 100"),
-    (["--vaurien-distant", "localhost"], "",
-     "ERROR: --vaurien-distant: 'localhost' has no port; expected HOST:PORT"),
-    (["--vaurien-handler", "upper.suffix"], "",
-     "ERROR: --vaurien-handler: 'upper.suffix' is not an option setting; "
-     "expected NAME.OPTION=VALUE, e.g. delay.sleep=2"),
-    (["--vaurien-handler", "upper.sufix=1"], "",
-     "ERROR: --vaurien-handler: handler 'upper' has no option 'sufix'; known options: suffix"),
-    ([], "vaurien_behavior = 120:upper",
-     "ERROR: vaurien_behavior (tox.ini): '120:upper': '120:upper' has percentage '120'; "
-     "expected a number from 0 to 100"),
-    ([], "vaurien_distant = [::1]80",
-     "ERROR: vaurien_distant (tox.ini): '[::1]80' is not an address; expected [IPV6]:PORT"),
-    ([], "vaurien_handlers = nonsense",
-     "ERROR: vaurien_handlers (tox.ini): 'nonsense' is not an option setting; "
-     "expected NAME.OPTION=VALUE, e.g. delay.sleep=2"),
-])
+@pytest.mark.parametrize(
+    ("args", "ini", "message"),
+    [
+        (
+            ["--vaurien-behavior", "20:dealy"],
+            "",
+            "ERROR: --vaurien-behavior: unknown handler 'dealy'; known: dummy, upper",
+        ),
+        (
+            ["--vaurien-behavior", "60:upper,50:dummy"],
+            "",
+            "ERROR: --vaurien-behavior: '60:upper,50:dummy': percentages add up to 110; at most 100",
+        ),
+        (
+            ["--vaurien-distant", "localhost"],
+            "",
+            "ERROR: --vaurien-distant: 'localhost' has no port; expected HOST:PORT",
+        ),
+        (
+            ["--vaurien-handler", "upper.suffix"],
+            "",
+            "ERROR: --vaurien-handler: 'upper.suffix' is not an option setting; "
+            "expected NAME.OPTION=VALUE, e.g. delay.sleep=2",
+        ),
+        (
+            ["--vaurien-handler", "upper.sufix=1"],
+            "",
+            "ERROR: --vaurien-handler: handler 'upper' has no option 'sufix'; known options: suffix",
+        ),
+        (
+            [],
+            "vaurien_behavior = 120:upper",
+            "ERROR: vaurien_behavior (tox.ini): '120:upper': '120:upper' has percentage '120'; "
+            "expected a number from 0 to 100",
+        ),
+        (
+            [],
+            "vaurien_distant = [::1]80",
+            "ERROR: vaurien_distant (tox.ini): '[::1]80' is not an address; expected [IPV6]:PORT",
+        ),
+        (
+            [],
+            "vaurien_handlers = nonsense",
+            "ERROR: vaurien_handlers (tox.ini): 'nonsense' is not an option setting; "
+            "expected NAME.OPTION=VALUE, e.g. delay.sleep=2",
+        ),
+    ],
+)
 def test_startup_configuration_errors_are_usage_errors(pytester, args, ini, message):
     pytester.makeini(f"[pytest]\n{ini}\n")
     make_test(pytester, "def test_it(): pass")
@@ -287,21 +372,37 @@ def test_bad_seed_is_an_argument_error(pytester):
     result.stderr.fnmatch_lines(["*argument --vaurien-seed: 'abc' is not an integer"])
 
 
-@pytest.mark.parametrize(("marker", "message"), [
-    ('"20:nope"', "vaurien marker on test_it: behavior: unknown handler 'nope'; known: dummy, "
-                  "upper"),
-    ('"upper", sleep=2', "vaurien marker on test_it: unexpected keyword argument 'sleep'; "
-                         "expected behavior=, distant= or NAME__OPTION=VALUE*"),
-    ('"upper", upper__sufix=2', "vaurien marker on test_it: handler 'upper' has no option "
-                                "'sufix'; known options: suffix"),
-    ('"upper", "dummy"', "vaurien marker on test_it: takes at most one positional argument "
-                         "(the behavior), got 2"),
-    ('behavior=20', "vaurien marker on test_it: behavior=20 is not a string*"),
-    ('distant="nowhere"', "vaurien marker on test_it: distant: 'nowhere' has no port*"),
-    ('"110:upper"', "vaurien marker on test_it: behavior: '110:upper'*has percentage '110'*"),
-])
+@pytest.mark.parametrize(
+    ("marker", "message"),
+    [
+        (
+            '"20:nope"',
+            "vaurien marker on test_it: behavior: unknown handler 'nope'; known: dummy, upper",
+        ),
+        (
+            '"upper", sleep=2',
+            "vaurien marker on test_it: unexpected keyword argument 'sleep'; "
+            "expected behavior=, distant= or NAME__OPTION=VALUE*",
+        ),
+        (
+            '"upper", upper__sufix=2',
+            "vaurien marker on test_it: handler 'upper' has no option "
+            "'sufix'; known options: suffix",
+        ),
+        (
+            '"upper", "dummy"',
+            "vaurien marker on test_it: takes at most one positional argument "
+            "(the behavior), got 2",
+        ),
+        ("behavior=20", "vaurien marker on test_it: behavior=20 is not a string*"),
+        ('distant="nowhere"', "vaurien marker on test_it: distant: 'nowhere' has no port*"),
+        ('"110:upper"', "vaurien marker on test_it: behavior: '110:upper'*has percentage '110'*"),
+    ],
+)
 def test_bad_marker_fails_that_test_only(pytester, echo_server, marker, message):
-    make_test(pytester, f'''
+    make_test(
+        pytester,
+        f"""
         @pytest.mark.vaurien({marker})
         def test_it(vaurien_proxy):
             pass
@@ -309,7 +410,8 @@ def test_bad_marker_fails_that_test_only(pytester, echo_server, marker, message)
         @pytest.mark.vaurien("upper")
         def test_other(vaurien_proxy):
             assert roundtrip(vaurien_proxy.address) == b"PING"
-    ''')
+    """,
+    )
     result = pytester.runpytest("--vaurien-distant", echo_server.distant)
     result.assert_outcomes(passed=1, errors=1)
     result.stdout.fnmatch_lines([message])
@@ -317,7 +419,8 @@ def test_bad_marker_fails_that_test_only(pytester, echo_server, marker, message)
 
 
 def test_handler_errors_surface_in_the_test(pytester, echo_server):
-    pytester.makeconftest(textwrap.dedent('''
+    pytester.makeconftest(
+        textwrap.dedent("""
         from pytest_vaurien import BaseHandler
 
         class Broken(BaseHandler):
@@ -329,12 +432,16 @@ def test_handler_errors_surface_in_the_test(pytester, echo_server):
 
         def pytest_vaurien_add_handlers(config):
             return [Broken]
-    '''))
-    pytester.makepyfile(CLIENT + textwrap.dedent(f'''
+    """)
+    )
+    pytester.makepyfile(
+        CLIENT
+        + textwrap.dedent(f'''
         @pytest.mark.vaurien("broken", distant="{echo_server.distant}")
         def test_it(vaurien_proxy):
             assert roundtrip(vaurien_proxy.address) == b""
-    '''))
+    ''')
+    )
     result = pytester.runpytest()
     result.assert_outcomes(passed=1, errors=1)
     result.stdout.fnmatch_lines(["*handler error on vaurien-proxy*", "*RuntimeError: handler bug*"])

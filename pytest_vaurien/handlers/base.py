@@ -21,8 +21,12 @@ OptionSpec = tuple[Any, ...]
 
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off"})
-_TYPE_WORDS = {bool: "a boolean (yes/no, true/false, on/off, 1/0)", int: "an integer",
-               float: "a number", str: "a string"}
+_TYPE_WORDS = {
+    bool: "a boolean (yes/no, true/false, on/off, 1/0)",
+    int: "an integer",
+    float: "a number",
+    str: "a string",
+}
 
 DEFAULT_READ_SIZE = 65536
 
@@ -43,8 +47,9 @@ def convert_value(value: Any, kind: type, choices: Any = None) -> Any:
         else:
             raise ValueError(f"expected {expected}")
     elif kind in (int, float):
-        if isinstance(value, bool) or (kind is int and isinstance(value, float)
-                                       and not value.is_integer()):
+        if isinstance(value, bool) or (
+            kind is int and isinstance(value, float) and not value.is_integer()
+        ):
             raise ValueError(f"expected {expected}")
         try:
             converted = kind(value.strip() if isinstance(value, str) else value)
