@@ -2,13 +2,27 @@
 
 from __future__ import annotations
 
+from pytest_vaurien.handlers.abort import Abort
 from pytest_vaurien.handlers.base import BaseHandler
+from pytest_vaurien.handlers.blackout import Blackout
+from pytest_vaurien.handlers.delay import Delay
 from pytest_vaurien.handlers.dummy import Dummy
+from pytest_vaurien.handlers.error import Error
+from pytest_vaurien.handlers.hang import Hang
+from pytest_vaurien.handlers.transient import Transient
 from pytest_vaurien.hookspecs import hookimpl
 
 __all__ = ["BUILTIN_HANDLERS", "BaseHandler", "vaurien_add_handlers"]
 
-BUILTIN_HANDLERS: tuple[type[BaseHandler], ...] = (Dummy,)
+BUILTIN_HANDLERS: tuple[type[BaseHandler], ...] = (
+    Abort,
+    Blackout,
+    Delay,
+    Dummy,
+    Error,
+    Hang,
+    Transient,
+)
 
 
 @hookimpl

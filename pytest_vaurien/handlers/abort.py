@@ -1,0 +1,23 @@
+"""``abort``: the request is delivered, the reply never comes back."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pytest_vaurien.handlers.base import BaseHandler
+
+__all__ = ["Abort"]
+
+
+class Abort(BaseHandler):
+    """Forwards the request to the backend, then closes before any reply reaches the client."""
+
+    name = "abort"
+    options = {}
+
+    def __call__(self, client_sock: Any, backend_sock: Any, to_backend: bool) -> bool:
+        data = self._get_data(client_sock, backend_sock, to_backend)
+        if to_backend and data:
+            backend_sock.sendall(data)
+            return True
+        return False  # the reply (or the backend's EOF) ends the whole connection

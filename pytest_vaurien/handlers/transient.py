@@ -1,0 +1,25 @@
+"""``transient``: the first connections fail, the retry goes through."""
+
+from __future__ import annotations
+
+from pytest_vaurien.handlers.error import Error
+
+__all__ = ["Transient"]
+
+
+class Transient(Error):
+    """The first ``agitate`` connections fail as ``error`` does; later ones pass.
+
+    Counts connections given to it on one proxy (after ``warmup``), so a test
+    sees its first attempt(s) fail and its retry succeed.
+    """
+
+    name = "transient"
+    options = {
+        **Error.options,
+        "agitate": ("Connections that fail before the handler turns transparent", int, 1),
+    }
+
+    def is_faulty(self, number: int) -> bool:
+        warmup = self.option("warmup")
+        return warmup < number <= warmup + self.option("agitate")
