@@ -165,6 +165,11 @@ class Proxy:
         return self._behavior_state.spec
 
     @property
+    def handlers(self) -> dict[str, BaseHandler]:
+        """The handler instances in force, by the name the behavior uses."""
+        return dict(self._behavior_state.instances)
+
+    @property
     def connections(self) -> list[ConnectionRecord]:
         """One record per accepted connection, oldest first (a copy)."""
         return list(self._records)

@@ -17,6 +17,22 @@ def echo_server() -> Iterator[EchoServer]:
     server.close()
 
 
+@pytest.fixture
+def backend() -> Iterator[EchoServer]:
+    """An echo backend of this test's own, to tell what reached it."""
+    server = EchoServer()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def greeter() -> Iterator[EchoServer]:
+    """An echo backend that speaks first (b"hello\\n"), as SMTP or MySQL do."""
+    server = EchoServer(greeting=b"hello\n")
+    yield server
+    server.close()
+
+
 def _proxy_threads() -> list[str]:
     return [t.name for t in threading.enumerate() if t.name.startswith("vaurien-proxy")]
 

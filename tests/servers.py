@@ -33,7 +33,8 @@ class EchoServer:
     so tests can tell what reached the backend.
     """
 
-    def __init__(self, host: str = "127.0.0.1") -> None:
+    def __init__(self, host: str = "127.0.0.1", greeting: bytes = b"") -> None:
+        self.greeting = greeting
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self.listener = socket.socket(family, socket.SOCK_STREAM)
         self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -67,6 +68,8 @@ class EchoServer:
     def _echo(self, conn: socket.socket, buffer: bytearray) -> None:
         with conn:
             try:
+                if self.greeting:
+                    conn.sendall(self.greeting)
                 while True:
                     data = conn.recv(65536)
                     if not data:

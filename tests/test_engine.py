@@ -196,7 +196,10 @@ def test_set_behavior_reaches_an_open_connection_and_restores(echo_server):
 
 def test_set_behavior_rejects_bad_input_and_keeps_the_old_one(echo_server):
     with Proxy(echo_server.address) as proxy:
-        with pytest.raises(ConfigError, match="unknown handler 'nope'; known: abort, blackout, delay, dummy, error, hang, transient"):
+        with pytest.raises(
+            ConfigError,
+            match="unknown handler 'nope'; known: abort, blackout, delay, dummy, error, hang, transient",
+        ):
             proxy.set_behavior("nope")
         with pytest.raises(ConfigError, match="unexpected keyword argument 'sleep'"):
             proxy.set_behavior("dummy", sleep=1)

@@ -51,7 +51,9 @@ def test_handler_from_a_conftest_hook_applies_below_it_only(pytester, echo_serve
         "--vaurien-distant", echo_server.distant, "-o", "vaurien_behavior=reverse"
     )
     result.assert_outcomes(passed=1, errors=1)
-    result.stdout.fnmatch_lines(["*unknown handler 'reverse'; known: abort, blackout, delay, dummy, error, hang, transient"])
+    result.stdout.fnmatch_lines(
+        ["*unknown handler 'reverse'; known: abort, blackout, delay, dummy, error, hang, transient"]
+    )
 
 
 def test_handler_by_dotted_path(pytester, echo_server):
