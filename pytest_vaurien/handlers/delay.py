@@ -27,9 +27,10 @@ class Delay(BaseHandler):
 
     def pause(self) -> float:
         """The delay for one chunk, in seconds."""
-        jitter = self.option("jitter")
+        sleep: float = self.option("sleep")
+        jitter: float = self.option("jitter")
         spread = self.random.uniform(-jitter, jitter) if jitter else 0.0
-        return max(0.0, self.option("sleep") + spread)
+        return max(0.0, sleep + spread)
 
     def __call__(self, client_sock: Any, backend_sock: Any, to_backend: bool) -> bool:
         delayed = to_backend == self.option("before")

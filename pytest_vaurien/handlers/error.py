@@ -36,7 +36,8 @@ class Error(BaseHandler):
 
     def is_faulty(self, number: int) -> bool:
         """Whether the connection this handler got as ``number`` (from 1) errs."""
-        return number > self.option("warmup")
+        warmup: int = self.option("warmup")
+        return number > warmup
 
     def garbage(self) -> bytes:
         """Random bytes from the proxy's seeded random source."""

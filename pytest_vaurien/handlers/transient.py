@@ -21,5 +21,6 @@ class Transient(Error):
     }
 
     def is_faulty(self, number: int) -> bool:
-        warmup = self.option("warmup")
-        return warmup < number <= warmup + self.option("agitate")
+        warmup: int = self.option("warmup")
+        agitate: int = self.option("agitate")
+        return warmup < number <= warmup + agitate
