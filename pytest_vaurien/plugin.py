@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from pytest_vaurien.address import format_address
+from pytest_vaurien.config_file import ConfigFile, read_config_file
 from pytest_vaurien.errors import ProxyError, VaurienError
 from pytest_vaurien.proxy import Proxy
 from pytest_vaurien.registry import Registry, make_plugin_manager, registry_from_plugins
@@ -80,6 +81,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="Set a handler option, e.g. delay.sleep=2 (repeatable)",
     )
     group.addoption(
+        "--vaurien-config",
+        dest="vaurien_config",
+        metavar="FILE",
+        help="A vaurien ini file ([vaurien], [handler:NAME]); overrides vaurien_config",
+    )
+    group.addoption(
         "--vaurien-seed",
         dest="vaurien_seed",
         type=_seed_type,
@@ -89,6 +96,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addini("vaurien_distant", DISTANT_HELP)
     parser.addini("vaurien_behavior", BEHAVIOR_HELP)
     parser.addini("vaurien_handlers", HANDLERS_HELP, type="linelist")
+    parser.addini(
+        "vaurien_config",
+        "A vaurien ini file, relative to this file; below the "
+        "other vaurien_* options in precedence",
+    )
 
 
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
@@ -123,14 +135,33 @@ def pytest_configure(config: pytest.Config) -> None:
             behavior_source="--vaurien-behavior",
         )
         base = registry_from_plugins(make_plugin_manager())
-        resolve([ini, cli]).validate(_known_registry(config, base), skip_unknown=True)
+        layers = [ini, cli]
+        config_file = _read_config_file(config)
+        if config_file is not None:
+            layers.insert(0, config_file.layer)
+            for name, path in config_file.aliases.items():
+                base.alias(name, path, f"[handler:{name}] in {str(config_file.path)!r}")
+        resolve(layers).validate(_known_registry(config, base), skip_unknown=True)
     except VaurienError as error:
         raise pytest.UsageError(str(error)) from None
     config.stash[_BASE_REGISTRY] = base
-    config.stash[_LAYERS] = [ini, cli]
-    config.stash[_SEED] = _session_seed(config)
+    config.stash[_LAYERS] = layers
+    config.stash[_SEED] = _session_seed(config, resolve(layers).seed)
     if config.pluginmanager.hasplugin("xdist"):
         config.pluginmanager.register(_XdistHooks(), "vaurien-xdist")
+
+
+def _read_config_file(config: pytest.Config) -> ConfigFile | None:
+    """``--vaurien-config`` (relative to the invocation directory), else
+    ``vaurien_config`` (relative to the ini file)."""
+    flag = config.getoption("vaurien_config")
+    if flag:
+        return read_config_file(Path(config.invocation_params.dir, flag))
+    ini_value = config.getini("vaurien_config")
+    if ini_value:
+        base = config.inipath.parent if config.inipath else config.rootpath
+        return read_config_file(base / ini_value)
+    return None
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
@@ -163,11 +194,14 @@ def _known_registry(config: pytest.Config, base: Registry) -> Registry:
     return registry
 
 
-def _session_seed(config: pytest.Config) -> int:
+def _session_seed(config: pytest.Config, configured: int | None) -> int:
+    """The worker's inherited seed, else --vaurien-seed, else the config file's, else random."""
     workerinput = getattr(config, "workerinput", None)
     if workerinput is not None and "vaurien_seed" in workerinput:
         return int(workerinput["vaurien_seed"])
     seed = config.getoption("vaurien_seed")
+    if seed is None:
+        seed = configured
     return seed if seed is not None else random.SystemRandom().randrange(10**9)
 
 

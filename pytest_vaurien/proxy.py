@@ -14,7 +14,7 @@ import random
 import socket
 import sys
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import gevent
@@ -110,6 +110,8 @@ class Proxy:
     :param seed: seeds the random source every random choice draws from.
     :param host: where to listen; 127.0.0.1 by default.
     :param port: where to listen; 0 (the default) picks a free port.
+    :param on_record: called with each connection's record when it ends (in
+        the proxy's thread: keep it short), e.g. to log it.
     """
 
     def __init__(
@@ -125,6 +127,7 @@ class Proxy:
         name: str = "vaurien-proxy",
         read_size: int = DEFAULT_READ_SIZE,
         connect_timeout: float = 5.0,
+        on_record: Callable[[ConnectionRecord], None] | None = None,
     ) -> None:
         self.distant_address: Address = parse_address(distant, "distant")
         self.host = host
@@ -132,6 +135,8 @@ class Proxy:
         self.name = name
         self.read_size = read_size
         self.connect_timeout = connect_timeout
+        #: Called in the proxy thread with each connection's record once it ended.
+        self.on_record = on_record
         self.seed = seed if seed is not None else random.SystemRandom().randrange(2**32)
         #: The seeded random source behind every random choice of this proxy.
         self.random = random.Random(self.seed)
@@ -216,16 +221,15 @@ class Proxy:
         reusable: Mapping[str, BaseHandler],
     ) -> _BehaviorState:
         behavior = spec if isinstance(spec, Behavior) else parse_behavior(spec, "behavior")
-        instances: dict[str, BaseHandler] = {}
+        targets = self._registry.option_targets(behavior)
         for name, values in options.items():
-            if name not in self._registry.names and "." not in name:
+            if name not in targets:
                 raise ConfigError(
-                    f"options given for unknown handler {name!r}; "
-                    f"known: {', '.join(self._registry.names)}"
+                    f"options given for unknown handler {name!r}; known: {', '.join(sorted(targets))}"
                 )
-            handler_class = self._registry.resolve(name, "options")
             for option, value in values.items():
-                handler_class.convert_option(option, value)
+                targets[name].convert_option(option, value)
+        instances: dict[str, BaseHandler] = {}
         for name in behavior.names:
             handler_class = self._registry.resolve(name, f"behavior {str(spec)!r}")
             settings = {**options.get(handler_class.name, {}), **options.get(name, {})}
@@ -339,9 +343,19 @@ class Proxy:
                 continue
             record = ConnectionRecord(len(self._records), format_address(peer[:2]))
             self._records.append(record)
-            greenlet = gevent.spawn(serve_connection, self, client_sock, record)
+            greenlet = gevent.spawn(self._serve, client_sock, record)
             self._greenlets.add(greenlet)
             greenlet.link(self._greenlets.discard)
+
+    def _serve(self, client_sock: gevent.socket.socket, record: ConnectionRecord) -> None:
+        try:
+            serve_connection(self, client_sock, record)
+        finally:
+            if self.on_record is not None and not record.open:
+                try:
+                    self.on_record(record)
+                except Exception as error:  # a broken callback must not break the relay
+                    print(f"{self.name}: on_record failed: {error!r}", file=sys.stderr)
 
 
 class _Restore:

@@ -16,6 +16,7 @@ import pluggy
 
 from pytest_vaurien import handlers as builtin
 from pytest_vaurien import hookspecs
+from pytest_vaurien.behavior import Behavior
 from pytest_vaurien.errors import ConfigError, HandlerError
 from pytest_vaurien.handlers.base import BaseHandler
 
@@ -83,6 +84,20 @@ class Registry:
         for handler in batch:
             self.add(handler, origin)
 
+    def alias(self, name: str, path: str, origin: str) -> None:
+        """Register the handler class at dotted ``path`` under ``name`` too.
+
+        :raises ConfigError: if ``name`` is taken or ``path`` is not a handler.
+        """
+        handler = _import_handler(path, origin)
+        known = self._by_name.get(name)
+        if known is not None:
+            raise HandlerError(
+                f"handler name {name!r} is defined twice: by {known.origin} "
+                f"({_qualname(known.handler)}) and by {origin} ({path})"
+            )
+        self._by_name[name] = Registration(handler, origin)
+
     def copy(self) -> Registry:
         """A registry that starts with the same handlers and can grow apart."""
         clone = Registry()
@@ -97,6 +112,21 @@ class Registry:
     def registrations(self) -> list[tuple[str, Registration]]:
         """``(name, registration)`` pairs, sorted by name."""
         return sorted(self._by_name.items())
+
+    def option_targets(self, behavior: Behavior) -> dict[str, type[BaseHandler]]:
+        """Every name options may be given under, for ``behavior``.
+
+        The registered names, plus each dotted path the behavior uses, under
+        the path and under its class's own ``name`` (``--handlers.upper.suffix``
+        for ``100:mymodule.Upper``).
+        """
+        targets = {name: registration.handler for name, registration in self._by_name.items()}
+        for name in behavior.names:
+            if name not in targets and "." in name:
+                handler = self.resolve(name)
+                targets[name] = handler
+                targets.setdefault(handler.name, handler)
+        return targets
 
     def resolve(self, name: str, where: str = "behavior") -> type[BaseHandler]:
         """The handler class for a registered name or a dotted path.

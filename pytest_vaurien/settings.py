@@ -77,16 +77,17 @@ class Settings:
         for name in self.behavior.names:
             if not (skip_unknown and name not in registry.names and "." not in name):
                 registry.resolve(name, self.behavior_source)
+        targets = registry.option_targets(self.behavior)
         for name, options in self.options.items():
-            if name not in registry.names and "." not in name:
-                if skip_unknown:
+            source = next(iter(options.values())).source
+            handler = targets.get(name)
+            if handler is None:
+                if skip_unknown and "." not in name:
                     continue
-                first = next(iter(options.values()))
                 raise ConfigError(
-                    f"{first.source}: options given for unknown handler "
-                    f"{name!r}; known: {', '.join(registry.names)}"
+                    f"{source}: options given for unknown handler {name!r}; "
+                    f"known: {', '.join(sorted(targets))}"
                 )
-            handler = registry.resolve(name, next(iter(options.values())).source)
             for option, sourced in options.items():
                 try:
                     handler.convert_option(option, sourced.value)

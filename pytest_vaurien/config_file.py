@@ -1,0 +1,131 @@
+"""The vaurien ini file: ``[vaurien]`` and ``[handler:NAME]`` sections.
+
+```ini
+[vaurien]
+local = localhost:8000
+distant = example.org:80
+behavior = 20:foobar
+
+[handler:foobar]
+callable = path.to.the.callable
+sleep = 2
+```
+
+Read by the ``vaurien`` command (``--config``) and by the pytest plugin
+(``vaurien_config``, ``--vaurien-config``), into a settings layer plus the
+aliases the file defines. ``${NAME}`` in a value is replaced by the
+environment variable, as vaurien's reader did.
+"""
+
+from __future__ import annotations
+
+import configparser
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pytest_vaurien.errors import ConfigError
+from pytest_vaurien.settings import Layer
+
+__all__ = ["ConfigFile", "read_config_file"]
+
+MAIN_SECTION = "vaurien"
+HANDLER_PREFIX = "handler:"
+MAIN_KEYS = ("behavior", "distant", "local", "seed")
+_ENV_VAR = re.compile(r"\$\{([^}]*)\}")
+
+
+@dataclass(frozen=True)
+class ConfigFile:
+    """What one config file says."""
+
+    path: Path
+    layer: Layer
+    #: ``[vaurien] local``, used by the command only (tests listen on free ports).
+    local: str | None = None
+    #: ``[handler:NAME] callable = dotted.path`` -> ``{NAME: dotted.path}``
+    aliases: dict[str, str] = field(default_factory=dict)
+
+
+def read_config_file(path: str | Path) -> ConfigFile:
+    """Read and check a vaurien ini file.
+
+    :raises ConfigError: naming the file (and the section and key) for an
+        unreadable file, an unknown section or key, or an unset variable.
+    """
+    path = Path(path)
+    parser = configparser.ConfigParser(interpolation=None)
+    parser.optionxform = str  # type: ignore[assignment,method-assign]  # keep option case
+    try:
+        with path.open(encoding="utf-8") as stream:
+            parser.read_file(stream)
+    except OSError as error:
+        raise ConfigError(
+            f"config file {str(path)!r}: cannot read it: {error.strerror or error}"
+        ) from None
+    except configparser.Error as error:
+        message = str(error).splitlines()[0]
+        raise ConfigError(f"config file {str(path)!r}: not a valid ini file: {message}") from None
+
+    main: dict[str, str] = {}
+    options: dict[tuple[str, str], str] = {}
+    aliases: dict[str, str] = {}
+    for section in parser.sections():
+        where = f"config file {str(path)!r}, section [{section}]"
+        values = {
+            key: _substitute(value, f"{where}, {key}") for key, value in parser.items(section)
+        }
+        if section == MAIN_SECTION:
+            for key in values:
+                if key not in MAIN_KEYS:
+                    raise ConfigError(
+                        f"{where}: unknown key {key!r}; expected one of {', '.join(MAIN_KEYS)}"
+                    )
+            main = values
+        elif section.startswith(HANDLER_PREFIX):
+            name = section[len(HANDLER_PREFIX) :].strip()
+            if not name.isidentifier():
+                raise ConfigError(
+                    f"{where}: {name!r} is not a handler name; expected "
+                    "[handler:NAME] with NAME an identifier"
+                )
+            if "callable" in values:
+                aliases[name] = values.pop("callable")
+            for option, value in values.items():
+                options[(name, option)] = value
+        else:
+            raise ConfigError(
+                f"config file {str(path)!r}: unknown section [{section}]; "
+                f"expected [{MAIN_SECTION}] or [{HANDLER_PREFIX}NAME]"
+            )
+    seed = None
+    if "seed" in main:
+        try:
+            seed = int(main["seed"])
+        except ValueError:
+            raise ConfigError(
+                f"config file {str(path)!r}, section [{MAIN_SECTION}]: seed = "
+                f"{main['seed']!r} is not an integer"
+            ) from None
+    source = f"config file {str(path)!r}"
+    layer = Layer(
+        source=source,
+        distant=main.get("distant"),
+        behavior=main.get("behavior"),
+        options=options,
+        seed=seed,
+        distant_source=f"{source}, distant",
+        behavior_source=f"{source}, behavior",
+    )
+    return ConfigFile(path, layer, main.get("local"), aliases)
+
+
+def _substitute(value: str, where: str) -> str:
+    def replace(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name not in os.environ:
+            raise ConfigError(f"{where}: environment variable ${{{name}}} is not set")
+        return os.environ[name]
+
+    return _ENV_VAR.sub(replace, value)
