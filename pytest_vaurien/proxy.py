@@ -27,7 +27,7 @@ from pytest_vaurien.address import Address, format_address, parse_address
 from pytest_vaurien.behavior import Behavior, parse_behavior
 from pytest_vaurien.errors import ConfigError, ProxyError
 from pytest_vaurien.handlers.base import DEFAULT_READ_SIZE, BaseHandler
-from pytest_vaurien.records import ConnectionRecord, Ending
+from pytest_vaurien.records import ConnectionRecord, Ending, Stats
 from pytest_vaurien.registry import Registry, make_plugin_manager, registry_from_plugins
 from pytest_vaurien.relay import serve_connection
 from pytest_vaurien.settings import parse_marker_options
@@ -178,6 +178,11 @@ class Proxy:
     def connections(self) -> list[ConnectionRecord]:
         """One record per accepted connection, oldest first (a copy)."""
         return list(self._records)
+
+    @property
+    def stats(self) -> Stats:
+        """Totals over the connections so far: per handler, per ending, bytes."""
+        return Stats.of(self.connections)
 
     @property
     def errors(self) -> list[ConnectionRecord]:

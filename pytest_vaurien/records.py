@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import enum
 import time
+from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any
 
-__all__ = ["ConnectionRecord", "Ending", "format_records"]
+__all__ = ["ConnectionRecord", "Ending", "Stats", "format_records"]
+
+TRANSPARENT = "dummy"
 
 
 class Ending(str, enum.Enum):
@@ -37,6 +41,8 @@ class ConnectionRecord:
     client: str
     handler: str = ""
     handlers: list[str] = field(default_factory=list)
+    #: The options in force for each handler of the chain (defaults included).
+    options: dict[str, dict[str, Any]] = field(default_factory=dict)
     bytes_to_backend: int = 0
     bytes_to_client: int = 0
     started: float = field(default_factory=time.time)
@@ -69,6 +75,69 @@ class ConnectionRecord:
         )
 
 
+@dataclass(frozen=True)
+class Stats:
+    """Totals over a proxy's connections, for assertions and summaries."""
+
+    connections: int = 0
+    #: Connections per handler chain drawn (``{"delay": 3, "dummy": 7}``).
+    handlers: dict[str, int] = field(default_factory=dict)
+    #: Connections per way they ended; open ones count as ``"open"``.
+    endings: dict[str, int] = field(default_factory=dict)
+    bytes_to_backend: int = 0
+    bytes_to_client: int = 0
+
+    @property
+    def faults(self) -> dict[str, int]:
+        """Connections per chain, leaving out the transparent ``dummy``."""
+        return {name: count for name, count in self.handlers.items() if name != TRANSPARENT}
+
+    @classmethod
+    def of(cls, records: list[ConnectionRecord]) -> Stats:
+        """Count ``records``."""
+        return cls(
+            connections=len(records),
+            handlers=dict(sorted(Counter(r.handler or "-" for r in records).items())),
+            endings=dict(sorted(Counter(str(r.ending or "open") for r in records).items())),
+            bytes_to_backend=sum(r.bytes_to_backend for r in records),
+            bytes_to_client=sum(r.bytes_to_client for r in records),
+        )
+
+    def __add__(self, other: Stats) -> Stats:
+        def merged(a: dict[str, int], b: dict[str, int]) -> dict[str, int]:
+            return dict(sorted((Counter(a) + Counter(b)).items()))
+
+        return Stats(
+            self.connections + other.connections,
+            merged(self.handlers, other.handlers),
+            merged(self.endings, other.endings),
+            self.bytes_to_backend + other.bytes_to_backend,
+            self.bytes_to_client + other.bytes_to_client,
+        )
+
+
 def format_records(records: list[ConnectionRecord]) -> str:
-    """The records as lines, one per connection."""
-    return "\n".join(record.describe() for record in records)
+    """The records as a compact table, one row per connection."""
+    header = ("#", "client", "handler", "to backend", "to client", "duration", "ending")
+    rows = [header]
+    for r in records:
+        how = "open" if r.ending is None else str(r.ending)
+        if r.error:
+            how = f"{how}: {r.error.strip().splitlines()[-1]}"
+        took = "-" if r.duration is None else f"{r.duration:.3f}s"
+        rows.append(
+            (
+                str(r.index),
+                r.client,
+                r.handler or "-",
+                str(r.bytes_to_backend),
+                str(r.bytes_to_client),
+                took,
+                how,
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header) - 1)]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[-1]
+        for row in rows
+    )

@@ -15,6 +15,7 @@ Rules of the road (design.md):
 
 from __future__ import annotations
 
+import random
 import socket
 import struct
 import traceback
@@ -25,6 +26,7 @@ import gevent.event
 import gevent.socket
 from gevent import GreenletExit
 
+from pytest_vaurien.handlers.base import CONNECTION_RANDOM
 from pytest_vaurien.records import ConnectionRecord, Ending
 
 if TYPE_CHECKING:
@@ -207,6 +209,11 @@ class Connection:
         self._chain: Chain | None = None
         self._finished: dict[bool, str] = {}
         self._done = gevent.event.Event()
+        # one source for the handler draws, one per direction: each replays
+        # from the proxy's seed and this connection's index alone
+        seed = f"{proxy.seed}:{record.index}"
+        self._draws = random.Random(f"{seed}:draw")
+        self._randoms = {True: random.Random(f"{seed}:up"), False: random.Random(f"{seed}:down")}
 
     @property
     def index(self) -> int:
@@ -218,18 +225,24 @@ class Connection:
         behavior = self.proxy._behavior_state
         if behavior is not self._behavior or self._chain is None:
             self._behavior = behavior
-            names = behavior.behavior.choose(self.proxy.random)
+            names = behavior.behavior.choose(self._draws)
             handlers = [behavior.handler(name) for name in names]
             for handler in handlers:
                 handler.on_connection(self)
             self._chain = Chain(handlers, self.client, self.backend)
             self.record.handler = "+".join(names)
             self.record.handlers.append(self.record.handler)
+            self.record.options = {
+                name: handler.effective_options()
+                for name, handler in zip(names, handlers)
+                if handler.options
+            }
         return self._chain
 
     def pump(self, to_backend: bool) -> None:
         """Relay one direction until its chain ends it; report how."""
         source = self.client if to_backend else self.backend
+        CONNECTION_RANDOM.set(self._randoms[to_backend])
         hub = gevent.get_hub()
         watcher = hub.loop.io(source.fileno(), 1)
         outcome = "error"

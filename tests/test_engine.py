@@ -62,6 +62,11 @@ class Broken(BaseHandler):
         raise RuntimeError("boom in handler")
 
 
+def send_then_read(sock: socket.socket, data: bytes) -> bytes:
+    sock.sendall(data)
+    return sock.recv(65536)
+
+
 def registry_with(*handlers: type[BaseHandler]) -> Registry:
     registry = registry_from_plugins(make_plugin_manager())
     for handler in handlers:
@@ -111,9 +116,9 @@ def test_refused_distant_resets_the_client_at_once():
     with Proxy(refused_address()) as proxy:
         started = time.monotonic()
         with socket.create_connection(proxy.address, timeout=5) as sock:
-            sock.sendall(b"hello")  # may or may not fail yet; the read must
+            # the reset may already hit the send, else it hits the read
             with pytest.raises(ConnectionResetError):
-                sock.recv(10)
+                send_then_read(sock, b"hello")
         assert time.monotonic() - started < 2
         wait_until(lambda: proxy.connections and not proxy.connections[0].open)
         assert proxy.connections[0].ending is Ending.BACKEND_REFUSED

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Mapping
+from contextvars import ContextVar
 from typing import Any, ClassVar
 
 from pytest_vaurien.errors import ConfigError, HandlerError
@@ -29,6 +30,13 @@ _TYPE_WORDS = {
 }
 
 DEFAULT_READ_SIZE = 65536
+
+#: The random source of the connection direction the current greenlet relays;
+#: the relay sets it, so that ``BaseHandler.random`` is reproducible per
+#: connection whatever other connections do concurrently.
+CONNECTION_RANDOM: ContextVar[random.Random | None] = ContextVar(
+    "vaurien_connection_random", default=None
+)
 
 
 def convert_value(value: Any, kind: type, choices: Any = None) -> Any:
@@ -124,6 +132,10 @@ class BaseHandler:
                 f"handler {cls.name!r}: option {option!r} = {value!r} is not valid; {error}"
             ) from None
 
+    def effective_options(self) -> dict[str, Any]:
+        """Every option's value in force, defaults included."""
+        return {name: self.option(name) for name in sorted(self.options)}
+
     def option(self, name: str) -> Any:
         """The option's value: configured if set, else the declared default."""
         if name in self.settings:
@@ -138,7 +150,15 @@ class BaseHandler:
 
     @property
     def random(self) -> random.Random:
-        """The proxy's seeded random source; use it for every random choice."""
+        """The seeded random source to use for every random choice.
+
+        While relaying, it belongs to the connection and direction at hand
+        (derived from the proxy's seed and the connection's index), so the
+        same seed replays the same faults. Elsewhere it is the proxy's.
+        """
+        current = CONNECTION_RANDOM.get()
+        if current is not None:
+            return current
         source = getattr(self.proxy, "random", None)
         if source is None:
             source = self.__dict__.setdefault("_random", random.Random())
