@@ -234,7 +234,7 @@ class Connection:
             self.record.handlers.append(self.record.handler)
             self.record.options = {
                 name: handler.effective_options()
-                for name, handler in zip(names, handlers)
+                for name, handler in zip(names, handlers, strict=True)
                 if handler.options
             }
         return self._chain

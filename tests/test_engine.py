@@ -115,10 +115,12 @@ def test_half_close_still_delivers_the_reply():
 def test_refused_distant_resets_the_client_at_once():
     with Proxy(refused_address()) as proxy:
         started = time.monotonic()
-        with socket.create_connection(proxy.address, timeout=5) as sock:
-            # the reset may already hit the send, else it hits the read
-            with pytest.raises(ConnectionResetError):
-                send_then_read(sock, b"hello")
+        # the reset may already hit the send, else it hits the read
+        with (
+            socket.create_connection(proxy.address, timeout=5) as sock,
+            pytest.raises(ConnectionResetError),
+        ):
+            send_then_read(sock, b"hello")
         assert time.monotonic() - started < 2
         wait_until(lambda: proxy.connections and not proxy.connections[0].open)
         assert proxy.connections[0].ending is Ending.BACKEND_REFUSED
