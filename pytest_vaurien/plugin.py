@@ -9,9 +9,11 @@ Configuration errors from the command line and ini files surface as one
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import random
-from collections.abc import Callable, Iterator
+import shlex
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,7 @@ from pytest_vaurien.address import format_address
 from pytest_vaurien.config_file import ConfigFile, read_config_file
 from pytest_vaurien.errors import ProxyError, VaurienError
 from pytest_vaurien.proxy import Proxy
+from pytest_vaurien.records import Stats, format_records
 from pytest_vaurien.registry import Registry, make_plugin_manager, registry_from_plugins
 from pytest_vaurien.settings import (
     Layer,
@@ -40,6 +43,8 @@ _LAYERS = pytest.StashKey[list[Layer]]()
 _SEED = pytest.StashKey[int]()
 _TEST_SETTINGS = pytest.StashKey[Settings]()
 _PROXY_COUNT = pytest.StashKey[int]()
+_ITEM_PROXIES = pytest.StashKey[list[Proxy]]()
+_SESSION_STATS = pytest.StashKey[Stats]()
 
 DISTANT_HELP = "Backend the proxy relays to, as HOST:PORT or [IPV6]:PORT"
 BEHAVIOR_HELP = "Which faults connections get, e.g. '20:delay,10:error' (the rest: dummy)"
@@ -147,6 +152,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[_BASE_REGISTRY] = base
     config.stash[_LAYERS] = layers
     config.stash[_SEED] = _session_seed(config, resolve(layers).seed)
+    config.stash[_SESSION_STATS] = Stats()
     if config.pluginmanager.hasplugin("xdist"):
         config.pluginmanager.register(_XdistHooks(), "vaurien-xdist")
 
@@ -206,10 +212,78 @@ def _session_seed(config: pytest.Config, configured: int | None) -> int:
 
 
 class _XdistHooks:
-    """Hand the controller's seed to every worker (registered only with xdist)."""
+    """Hand the controller's seed to every worker, and collect their totals
+    (registered only with xdist)."""
 
     def pytest_configure_node(self, node: Any) -> None:
         node.workerinput["vaurien_seed"] = node.config.stash[_SEED]
+
+    def pytest_testnodedown(self, node: Any, error: object) -> None:
+        totals = getattr(node, "workeroutput", {}).get("vaurien_stats")
+        if totals:
+            config = node.config
+            config.stash[_SESSION_STATS] = config.stash[_SESSION_STATS] + Stats(**totals)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None and _SESSION_STATS in session.config.stash:
+        workeroutput["vaurien_stats"] = dataclasses.asdict(session.config.stash[_SESSION_STATS])
+
+
+def pytest_terminal_summary(
+    terminalreporter: pytest.TerminalReporter, config: pytest.Config
+) -> None:
+    stats = config.stash.get(_SESSION_STATS, None)
+    if stats is None or not stats.connections or hasattr(config, "workerinput"):
+        return
+    faults = ", ".join(f"{name} {count}" for name, count in stats.faults.items()) or "none"
+    terminalreporter.write_line(
+        f"vaurien: {stats.connections} connections proxied; faults injected: {faults}"
+    )
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """Add the fault report to a failing test's report, and totals to every one."""
+    report = yield
+    proxies = item.stash.get(_ITEM_PROXIES, [])
+    if proxies:
+        # item.user_properties reach the later reports, and JUnit XML (which
+        # reads them from the teardown report)
+        if report.when == "call":
+            stats = sum((proxy.stats for proxy in proxies), Stats())
+            item.user_properties.append(("vaurien_connections", stats.connections))
+            item.user_properties.append(("vaurien_faults", sum(stats.faults.values())))
+        if report.failed:
+            text = fault_report(item, proxies)
+            report.sections.append((f"Captured vaurien {report.when}", text))
+            item.user_properties.append(("vaurien_seed", item.config.stash[_SEED]))
+            item.user_properties.append(("vaurien_report", text))
+            report.user_properties = list(item.user_properties)
+    return report
+
+
+def replay_command(item: pytest.Item) -> str:
+    """The command line that replays ``item`` with the same faults."""
+    return f"pytest {shlex.quote(item.nodeid)} --vaurien-seed={item.config.stash[_SEED]}"
+
+
+def fault_report(item: pytest.Item, proxies: list[Proxy]) -> str:
+    """What the proxies of ``item`` did, for a failing test's report."""
+    lines = [f"seed {item.config.stash[_SEED]}; replay with: {replay_command(item)}"]
+    for proxy in proxies:
+        records = proxy.connections
+        lines.append("")
+        lines.append(
+            f"proxy {format_address(proxy.address)} -> {proxy.distant}, behavior "
+            f"{proxy.behavior!r}: {len(records)} connection{'s' if len(records) != 1 else ''}"
+        )
+        if records:
+            lines.append(format_records(records))
+    return "\n".join(lines)
 
 
 def pytest_report_header(config: pytest.Config) -> str:
@@ -340,7 +414,7 @@ def vaurien_proxy_factory(request: pytest.FixtureRequest) -> Iterator[ProxyFacto
         return _start(item, registry, resolve([*base_layers, call]), proxies)
 
     yield factory
-    _stop_all(proxies)
+    _stop_all(request.config, proxies)
 
 
 def _start(
@@ -359,16 +433,18 @@ def _start(
         name=f"vaurien-proxy[{item.nodeid}]" + (f"#{index}" if index else ""),
     )
     proxies.append(proxy.start())
+    item.stash.setdefault(_ITEM_PROXIES, []).append(proxy)
     return proxy
 
 
-def _stop_all(proxies: list[Proxy]) -> None:
+def _stop_all(config: pytest.Config, proxies: list[Proxy]) -> None:
     problems: list[str] = []
     for proxy in proxies:
         try:
             proxy.stop()
         except ProxyError as error:
             problems.append(str(error))
+        config.stash[_SESSION_STATS] = config.stash[_SESSION_STATS] + proxy.stats
         for record in proxy.errors:
             problems.append(f"handler error on {proxy.name}, connection {record.describe()}")
     if problems:
