@@ -14,14 +14,15 @@ import random
 import socket
 import sys
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 import gevent
 import gevent.event
 import gevent.monkey
 import gevent.socket
-from gevent import Greenlet
+from gevent import Greenlet, GreenletExit
 
 from pytest_vaurien.address import Address, format_address, parse_address
 from pytest_vaurien.behavior import Behavior, parse_behavior
@@ -29,7 +30,7 @@ from pytest_vaurien.errors import ConfigError, ProxyError
 from pytest_vaurien.handlers.base import DEFAULT_READ_SIZE, BaseHandler
 from pytest_vaurien.records import ConnectionRecord, Ending, Stats
 from pytest_vaurien.registry import Registry, make_plugin_manager, registry_from_plugins
-from pytest_vaurien.relay import serve_connection
+from pytest_vaurien.relay import ProxyDown, serve_connection
 from pytest_vaurien.settings import parse_marker_options
 
 __all__ = ["Proxy"]
@@ -151,6 +152,9 @@ class Proxy:
         self._stopping: gevent.event.Event | None = None
         self._done: _NativeEvent | None = None
         self._start_error: BaseException | None = None
+        self._acceptor: Greenlet | None = None
+        self._listener: gevent.socket.socket | None = None
+        self._enabled = True
 
     # -- what tests read -------------------------------------------------
 
@@ -249,6 +253,36 @@ class Proxy:
                 instances[name] = handler_class(settings, self)
         return _BehaviorState(str(spec), behavior, options, instances)
 
+    # -- down and up -----------------------------------------------------
+
+    @property
+    def enabled(self) -> bool:
+        """False between ``disable()`` and ``enable()``."""
+        return self._enabled
+
+    def disable(self, timeout: float = STOP_TIMEOUT) -> None:
+        """Take the proxy down: connects are refused, open connections closed.
+
+        Like a stopped server: a client's connect fails with
+        ConnectionRefusedError until ``enable()``.
+        """
+        self._in_hub(self._go_down, "go down", timeout)
+        self._enabled = False
+
+    def enable(self, timeout: float = STOP_TIMEOUT) -> None:
+        """Bring the proxy back up, listening on the same port."""
+        self._in_hub(self._go_up, "come back up", timeout)
+        self._enabled = True
+
+    @contextmanager
+    def down(self) -> Iterator[Proxy]:
+        """``with proxy.down():`` the proxy is down inside the block, up after it."""
+        self.disable()
+        try:
+            yield self
+        finally:
+            self.enable()
+
     # -- lifecycle -------------------------------------------------------
 
     def start(self) -> Proxy:
@@ -302,19 +336,16 @@ class Proxy:
         hub = gevent.get_hub()
         try:
             try:
-                listener = self._listen()
+                self._go_up()
             except OSError as error:
                 self._start_error = error
                 return
             self._stopping = gevent.event.Event()
             with self._lock:
                 self._hub = hub
-            acceptor = gevent.spawn(self._accept, listener)
             ready.set()
             self._stopping.wait()
-            acceptor.kill(block=True, timeout=KILL_GRACE)
-            listener.close()
-            gevent.killall(list(self._greenlets), block=True, timeout=KILL_GRACE)
+            self._go_down(GreenletExit)
         except BaseException as error:  # never let the thread die silently
             self._start_error = self._start_error or error
             print(f"{self.name}: {error!r}", file=sys.stderr)
@@ -325,6 +356,44 @@ class Proxy:
             hub.destroy(destroy_loop=True)
             assert self._done is not None
             self._done.set()
+
+    def _go_up(self) -> None:
+        """Listen (again, on the same port) and accept."""
+        if self._acceptor is None:
+            self._listener = self._listen()
+            self._acceptor = gevent.spawn(self._accept, self._listener)
+
+    def _go_down(self, exception: type[BaseException] = ProxyDown) -> None:
+        """Stop listening (connects are refused) and kill every connection."""
+        if self._acceptor is not None:
+            self._acceptor.kill(block=True, timeout=KILL_GRACE)
+            self._acceptor = None
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
+        gevent.killall(list(self._greenlets), exception=exception, block=True, timeout=KILL_GRACE)
+
+    def _in_hub(self, func: Callable[[], None], what: str, timeout: float) -> None:
+        """Run ``func`` in the proxy's thread and wait (bounded) until it is done."""
+        finished = _NativeEvent()
+        failure: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                func()
+            except BaseException as error:
+                failure.append(error)
+            finally:
+                finished.set()
+
+        with self._lock:
+            if self._hub is None:
+                raise ProxyError(f"{self.name} is not running; cannot {what}")
+            self._hub.loop.run_callback_threadsafe(gevent.spawn, run)
+        if not finished.wait(timeout):
+            raise ProxyError(f"{self.name} did not {what} within {timeout:g}s")
+        if failure:
+            raise ProxyError(f"{self.name} could not {what}: {failure[0]}") from failure[0]
 
     def _listen(self) -> gevent.socket.socket:
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET

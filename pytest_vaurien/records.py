@@ -19,9 +19,11 @@ class Ending(str, enum.Enum):
     CLIENT_CLOSED = "client closed"
     BACKEND_CLOSED = "backend closed"
     HANDLER_CLOSED = "handler closed"
+    HANDLER_RESET = "handler reset"
     BACKEND_REFUSED = "backend refused"
     RESET = "reset"
     PROXY_STOPPED = "proxy stopped"
+    PROXY_DOWN = "proxy down"
     ERROR = "error"
 
     def __str__(self) -> str:

@@ -15,10 +15,12 @@ Rules of the road (design.md):
 
 from __future__ import annotations
 
+import contextvars
 import random
 import socket
 import struct
 import traceback
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import gevent
@@ -33,7 +35,12 @@ if TYPE_CHECKING:
     from pytest_vaurien.handlers.base import BaseHandler
     from pytest_vaurien.proxy import Proxy, _BehaviorState
 
-__all__ = ["serve_connection"]
+__all__ = ["Connection", "ProxyDown", "serve_connection"]
+
+
+class ProxyDown(GreenletExit):  # type: ignore[misc]  # gevent ships no types
+    """Kills a connection because the proxy was disabled (``Proxy.disable``)."""
+
 
 _LINGER_RESET = struct.pack("ii", 1, 0)
 
@@ -190,7 +197,12 @@ class Chain:
 
 
 class Connection:
-    """One client connection and its backend, relayed by two pumps."""
+    """One client connection and its backend, relayed by two pumps.
+
+    Handlers reach it as ``client_sock.connection``: ``state`` keeps
+    per-connection data, ``spawn`` runs a helper greenlet that dies with the
+    connection, ``close`` and ``reset_client`` end it from any greenlet.
+    """
 
     def __init__(
         self,
@@ -202,13 +214,14 @@ class Connection:
         self.proxy = proxy
         self.record = record
         #: Free for handlers to keep per-connection state in, by handler name.
-        self.state: dict[str, Any] = {}
+        self.state: dict[Any, Any] = {}
         self.client = Endpoint(client_sock, self, is_client=True)
         self.backend = Endpoint(backend_sock, self, is_client=False)
         self._behavior: _BehaviorState | None = None
         self._chain: Chain | None = None
         self._finished: dict[bool, str] = {}
         self._done = gevent.event.Event()
+        self._helpers: list[gevent.Greenlet] = []
         # one source for the handler draws, one per direction: each replays
         # from the proxy's seed and this connection's index alone
         seed = f"{proxy.seed}:{record.index}"
@@ -219,6 +232,26 @@ class Connection:
     def index(self) -> int:
         """The connection's number on its proxy, from 0."""
         return self.record.index
+
+    def spawn(self, func: Callable[..., Any], *args: Any) -> gevent.Greenlet:
+        """Run ``func`` in a greenlet killed when the connection ends.
+
+        It inherits the caller's context, so ``BaseHandler.random`` draws
+        from the same seeded source there.
+        """
+        helper = gevent.spawn(contextvars.copy_context().run, func, *args)
+        self._helpers.append(helper)
+        return helper
+
+    def close(self, ending: Ending = Ending.HANDLER_CLOSED, error: str | None = None) -> None:
+        """End the whole connection now (both sockets are closed)."""
+        self.record.end(ending, error)
+        self._done.set()
+
+    def reset_client(self, reason: str) -> None:
+        """Reset the client's connection (an RST: the client sees ECONNRESET)."""
+        self.client.reset()
+        self.close(Ending.HANDLER_RESET, reason)
 
     def chain(self) -> Chain:
         """The chain in force, drawn again if the proxy's behavior changed."""
@@ -290,14 +323,24 @@ class Connection:
 
     def run(self) -> None:
         """Pump both ways until done; close both sockets on the way out."""
-        pumps = [gevent.spawn(self.pump, True), gevent.spawn(self.pump, False)]
+        pumps: list[gevent.Greenlet] = []
         try:
+            # draw now, so that handlers see the connection from its start
+            # (toxiproxy's timeout counts from there)
+            CONNECTION_RANDOM.set(self._draws)
+            self.chain()
+            pumps = [gevent.spawn(self.pump, True), gevent.spawn(self.pump, False)]
             self._done.wait()
+        except ProxyDown:
+            self.record.end(Ending.PROXY_DOWN)
+            raise
         except GreenletExit:
             self.record.end(Ending.PROXY_STOPPED)
             raise
+        except Exception:
+            self.record.end(Ending.ERROR, traceback.format_exc(limit=-4).strip())
         finally:
-            gevent.killall(pumps, block=True, timeout=0.5)
+            gevent.killall(pumps + self._helpers, block=True, timeout=0.5)
             for endpoint in (self.client, self.backend):
                 endpoint.sock.close()
 

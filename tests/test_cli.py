@@ -246,8 +246,9 @@ def test_help_lists_builtin_handler_options(tmp_path):
         ),
         (
             ["--distant", "127.0.0.1:1", "--behavior", "20:dealy"],
-            "vaurien: error: --behavior: unknown handler 'dealy'; known: abort, blackout, delay, "
-            "dummy, error, hang, transient",
+            "vaurien: error: --behavior: unknown handler 'dealy'; known: abort, bandwidth, "
+            "blackout, delay, dummy, error, hang, latency, limit_data, reset_peer, slicer, "
+            "slow_close, timeout, transient",
         ),
         (
             ["--distant", "127.0.0.1:1", "--handlers.delay.sleep", "soon"],

@@ -205,7 +205,7 @@ def test_set_behavior_rejects_bad_input_and_keeps_the_old_one(echo_server):
     with Proxy(echo_server.address) as proxy:
         with pytest.raises(
             ConfigError,
-            match="unknown handler 'nope'; known: abort, blackout, delay, dummy, error, hang, transient",
+            match="unknown handler 'nope'; known: abort, bandwidth, blackout, delay, dummy, error, hang, latency, limit_data, reset_peer, slicer, slow_close, timeout, transient",
         ):
             proxy.set_behavior("nope")
         with pytest.raises(ConfigError, match="unexpected keyword argument 'sleep'"):

@@ -315,7 +315,7 @@ def test_header_shows_the_seed(pytester):
         (
             ["--vaurien-behavior", "20:dealy"],
             "",
-            "ERROR: --vaurien-behavior: unknown handler 'dealy'; known: abort, blackout, delay, dummy, error, hang, transient, upper",
+            "ERROR: --vaurien-behavior: unknown handler 'dealy'; known: abort, bandwidth, blackout, delay, dummy, error, hang, latency, limit_data, reset_peer, slicer, slow_close, timeout, transient, upper",
         ),
         (
             ["--vaurien-behavior", "60:upper,50:dummy"],
@@ -377,7 +377,7 @@ def test_bad_seed_is_an_argument_error(pytester):
     [
         (
             '"20:nope"',
-            "vaurien marker on test_it: behavior: unknown handler 'nope'; known: abort, blackout, delay, dummy, error, hang, transient, upper",
+            "vaurien marker on test_it: behavior: unknown handler 'nope'; known: abort, bandwidth, blackout, delay, dummy, error, hang, latency, limit_data, reset_peer, slicer, slow_close, timeout, transient, upper",
         ),
         (
             '"upper", sleep=2',

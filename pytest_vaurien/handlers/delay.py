@@ -4,18 +4,24 @@ from __future__ import annotations
 
 from typing import Any
 
-import gevent
-
 from pytest_vaurien.handlers.base import BaseHandler
+from pytest_vaurien.handlers.streams import forward_later, relay
 
-__all__ = ["Delay"]
+__all__ = ["Delay", "jittered"]
+
+
+def jittered(handler: BaseHandler, base: float, jitter: float) -> float:
+    """``base`` plus a uniform draw in [-jitter, +jitter] from the seeded source, at least 0."""
+    spread = handler.random.uniform(-jitter, jitter) if jitter else 0.0
+    return max(0.0, base + spread)
 
 
 class Delay(BaseHandler):
     """Delays each chunk: to the backend (before=True) or back to the client.
 
-    Every chunk waits ``sleep`` seconds plus a uniform draw in
-    [-jitter, +jitter] from the proxy's seeded random source, never below 0.
+    Every chunk is delivered ``sleep`` seconds plus a uniform draw in
+    [-jitter, +jitter] (never below 0) after it arrived, in order; reading
+    goes on meanwhile, so a stream is shifted, not slowed down.
     """
 
     name = "delay"
@@ -29,15 +35,9 @@ class Delay(BaseHandler):
         """The delay for one chunk, in seconds."""
         sleep: float = self.option("sleep")
         jitter: float = self.option("jitter")
-        spread = self.random.uniform(-jitter, jitter) if jitter else 0.0
-        return max(0.0, sleep + spread)
+        return jittered(self, sleep, jitter)
 
     def __call__(self, client_sock: Any, backend_sock: Any, to_backend: bool) -> bool:
-        delayed = to_backend == self.option("before")
-        if delayed:
-            gevent.sleep(self.pause())
-        data = self._get_data(client_sock, backend_sock, to_backend)
-        if data:
-            dest = backend_sock if to_backend else client_sock
-            dest.sendall(data)
-        return bool(data)
+        if to_backend != self.option("before"):
+            return relay(self, client_sock, backend_sock, to_backend)
+        return forward_later(self, client_sock, backend_sock, to_backend, self.pause())
