@@ -341,11 +341,15 @@ class Proxy:
                 self._start_error = error
                 return
             self._stopping = gevent.event.Event()
+            # an active timer keeps the loop alive while the proxy is down
+            # (no listener, no connection): else waiting raises LoopExit
+            keepalive = gevent.spawn(gevent.sleep, 10**9)
             with self._lock:
                 self._hub = hub
             ready.set()
             self._stopping.wait()
             self._go_down(GreenletExit)
+            keepalive.kill()
         except BaseException as error:  # never let the thread die silently
             self._start_error = self._start_error or error
             print(f"{self.name}: {error!r}", file=sys.stderr)

@@ -52,7 +52,9 @@ def test_handler_from_a_conftest_hook_applies_below_it_only(pytester, echo_serve
     )
     result.assert_outcomes(passed=1, errors=1)
     result.stdout.fnmatch_lines(
-        ["*unknown handler 'reverse'; known: abort, bandwidth, blackout, delay, dummy, error, hang, latency, limit_data, reset_peer, slicer, slow_close, timeout, transient"]
+        [
+            "*unknown handler 'reverse'; known: abort, bandwidth, blackout, delay, dummy, error, hang, latency, limit_data, reset_peer, slicer, slow_close, timeout, transient"
+        ]
     )
 
 
