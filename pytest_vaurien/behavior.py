@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from pytest_vaurien.errors import ConfigError
@@ -54,9 +55,17 @@ class Behavior:
         """The percentage left to ``dummy``."""
         return max(0.0, 100.0 - sum(entry.percent for entry in self.entries))
 
-    def choose(self, rng: random.Random) -> tuple[str, ...]:
-        """Draw the chain for one connection from ``rng``."""
-        point = rng.random() * 100.0
+    def choose(self, source: Callable[[], random.Random]) -> tuple[str, ...]:
+        """Draw the chain for one connection from the random source ``source()`` gives.
+
+        A behavior without a choice to make (one entry for 100 %, or none)
+        draws nothing, so the common case costs no random source.
+        """
+        if not self.entries:
+            return (TRANSPARENT,)
+        if len(self.entries) == 1 and self.entries[0].percent >= 100.0:
+            return self.entries[0].chain
+        point = source().random() * 100.0
         for entry in self.entries:
             if point < entry.percent:
                 return entry.chain

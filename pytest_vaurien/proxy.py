@@ -80,6 +80,20 @@ def _start_native_thread(target: Any, name: str) -> None:
         threading.Thread(target=target, name=name, daemon=True).start()
 
 
+def _resolve(address: Address) -> tuple[int, Any] | None:
+    """Resolve once, so each connection connects without a DNS round trip.
+
+    ``None`` (resolve per connection) when the name does not resolve now;
+    connections then fail as a refused backend would.
+    """
+    try:
+        infos = socket.getaddrinfo(address[0], address[1], type=socket.SOCK_STREAM)
+    except OSError:
+        return None
+    family, _, _, _, sockaddr = infos[0]
+    return family, sockaddr
+
+
 class _BehaviorState:
     """A behavior with its handler instances, swapped whole on a live change."""
 
@@ -131,6 +145,8 @@ class Proxy:
         on_record: Callable[[ConnectionRecord], None] | None = None,
     ) -> None:
         self.distant_address: Address = parse_address(distant, "distant")
+        #: ``(family, sockaddr)`` of the distant, resolved once at start.
+        self.resolved_distant: tuple[int, Any] | None = None
         self.host = host
         self.port = port
         self.name = name
@@ -292,6 +308,7 @@ class Proxy:
         """
         if self._done is not None:
             raise ProxyError(f"{self.name} was already started; make a new Proxy")
+        self.resolved_distant = _resolve(self.distant_address)
         ready = _NativeEvent()
         self._done = _NativeEvent()
         _start_native_thread(lambda: self._run(ready), self.name)

@@ -28,11 +28,10 @@ import gevent.event
 import gevent.socket
 from gevent import GreenletExit
 
-from pytest_vaurien.handlers.base import CONNECTION_RANDOM
+from pytest_vaurien.handlers.base import CONNECTION_RANDOM, BaseHandler
 from pytest_vaurien.records import ConnectionRecord, Ending
 
 if TYPE_CHECKING:
-    from pytest_vaurien.handlers.base import BaseHandler
     from pytest_vaurien.proxy import Proxy, _BehaviorState
 
 __all__ = ["Connection", "ProxyDown", "serve_connection"]
@@ -53,19 +52,25 @@ class Endpoint:
     that reached this side. Everything else is the gevent socket's.
     """
 
-    __slots__ = ("connection", "eof", "is_client", "sock")
+    __slots__ = ("connection", "eof", "is_client", "pending", "sock")
 
     def __init__(self, sock: gevent.socket.socket, connection: Connection, is_client: bool):
         self.sock = sock
         self.connection = connection
         self.is_client = is_client
         self.eof = False
+        #: Bytes read but not yet handled (the fast path read them just as the
+        #: behavior changed); the next ``recv`` returns them first.
+        self.pending = b""
 
     def recv(self, size: int, *flags: int) -> bytes:
-        data: bytes = self.sock.recv(size, *flags)
+        if self.pending:
+            data, self.pending = self.pending[:size], self.pending[size:]
+            return data
+        data = self.sock.recv(size, *flags)
         if not data:
             self.eof = True
-        return data
+        return data  # type: ignore[no-any-return]
 
     def sendall(self, data: bytes, *flags: int) -> None:
         self.sock.sendall(data, *flags)
@@ -161,11 +166,21 @@ class _Stage:
         return bool(keep)
 
 
+def _is_transparent(handler_class: type[BaseHandler]) -> bool:
+    """A handler that overrides neither ``__call__`` nor ``_get_data`` (``dummy``)."""
+    return (
+        handler_class.__call__ is BaseHandler.__call__
+        and handler_class._get_data is BaseHandler._get_data
+    )
+
+
 class Chain:
     """The handlers one connection drew, ready to be called per direction."""
 
     def __init__(self, handlers: list[BaseHandler], client: Endpoint, backend: Endpoint):
         self.handlers = handlers
+        #: Every handler relays bytes untouched: the relay may move them itself.
+        self.transparent = all(_is_transparent(type(handler)) for handler in handlers)
         self.directions = {
             True: self._stages(handlers, client, backend, True),
             False: self._stages(handlers, backend, client, False),
@@ -222,16 +237,25 @@ class Connection:
         self._finished: dict[bool, str] = {}
         self._done = gevent.event.Event()
         self._helpers: list[gevent.Greenlet] = []
-        # one source for the handler draws, one per direction: each replays
-        # from the proxy's seed and this connection's index alone
-        seed = f"{proxy.seed}:{record.index}"
-        self._draws = random.Random(f"{seed}:draw")
-        self._randoms = {True: random.Random(f"{seed}:up"), False: random.Random(f"{seed}:down")}
+        self._randoms: dict[str, random.Random] = {}
 
     @property
     def index(self) -> int:
         """The connection's number on its proxy, from 0."""
         return self.record.index
+
+    def random(self, stream: str) -> random.Random:
+        """The seeded source of one stream of this connection, made on first use.
+
+        ``"draw"`` picks handlers, ``"up"`` and ``"down"`` serve the handlers
+        of each direction: each replays from the proxy's seed and this
+        connection's index alone, whatever other connections do.
+        """
+        source = self._randoms.get(stream)
+        if source is None:
+            seed = f"{self.proxy.seed}:{self.record.index}:{stream}"
+            source = self._randoms[stream] = random.Random(seed)
+        return source
 
     def spawn(self, func: Callable[..., Any], *args: Any) -> gevent.Greenlet:
         """Run ``func`` in a greenlet killed when the connection ends.
@@ -258,7 +282,7 @@ class Connection:
         behavior = self.proxy._behavior_state
         if behavior is not self._behavior or self._chain is None:
             self._behavior = behavior
-            names = behavior.behavior.choose(self._draws)
+            names = behavior.behavior.choose(lambda: self.random("draw"))
             handlers = [behavior.handler(name) for name in names]
             for handler in handlers:
                 handler.on_connection(self)
@@ -275,14 +299,24 @@ class Connection:
     def pump(self, to_backend: bool) -> None:
         """Relay one direction until its chain ends it; report how."""
         source = self.client if to_backend else self.backend
-        CONNECTION_RANDOM.set(self._randoms[to_backend])
+        dest = self.backend if to_backend else self.client
+        CONNECTION_RANDOM.set((self, "up" if to_backend else "down"))
         hub = gevent.get_hub()
-        watcher = hub.loop.io(source.fileno(), 1)
+        watcher = None
         outcome = "error"
         try:
             while True:
-                hub.wait(watcher)
-                if not self.chain().call(to_backend):
+                chain = self.chain()
+                if chain.transparent:
+                    if self._relay_untouched(source, dest):
+                        continue  # the behavior changed: the next chunk is the new one's
+                    break
+                if not source.pending:
+                    if watcher is None:
+                        watcher = hub.loop.io(source.fileno(), 1)
+                    hub.wait(watcher)  # draw for the chunk only once it is there
+                    chain = self.chain()
+                if not chain.call(to_backend):
                     break
             outcome = "eof" if source.eof else "close"
         except GreenletExit:
@@ -297,8 +331,35 @@ class Connection:
         except Exception:
             self.record.end(Ending.ERROR, traceback.format_exc(limit=-4).strip())
         finally:
-            watcher.close()
+            if watcher is not None:
+                watcher.close()
             self._finish(to_backend, outcome)
+
+    def _relay_untouched(self, source: Endpoint, dest: Endpoint) -> bool:
+        """The fast path, for chains that do not touch the bytes: recv, sendall, count.
+
+        Returns False at EOF, True when the behavior changed; the chunk read
+        then is left in ``source.pending`` for the new chain.
+        """
+        state = self._behavior
+        proxy = self.proxy
+        recv = source.sock.recv
+        sendall = dest.sock.sendall
+        record = self.record
+        size = proxy.read_size
+        data = source.recv(size) if source.pending else recv(size)
+        while data:
+            if proxy._behavior_state is not state:
+                source.pending = data + source.pending
+                return True
+            sendall(data)
+            if dest.is_client:
+                record.bytes_to_client += len(data)
+            else:
+                record.bytes_to_backend += len(data)
+            data = recv(size)
+        source.eof = True
+        return False
 
     def _finish(self, to_backend: bool, outcome: str) -> None:
         self._finished[to_backend] = outcome
@@ -327,7 +388,7 @@ class Connection:
         try:
             # draw now, so that handlers see the connection from its start
             # (toxiproxy's timeout counts from there)
-            CONNECTION_RANDOM.set(self._draws)
+            CONNECTION_RANDOM.set((self, "draw"))
             self.chain()
             pumps = [gevent.spawn(self.pump, True), gevent.spawn(self.pump, False)]
             self._done.wait()
@@ -345,14 +406,28 @@ class Connection:
                 endpoint.sock.close()
 
 
+def _connect(proxy: Proxy) -> gevent.socket.socket:
+    """Connect to the distant, by the address resolved at start when there is one."""
+    resolved = proxy.resolved_distant
+    if resolved is None:  # resolve now, through gevent's resolver
+        return gevent.socket.create_connection(proxy.distant_address, timeout=proxy.connect_timeout)
+    family, sockaddr = resolved
+    sock = gevent.socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.settimeout(proxy.connect_timeout)
+        sock.connect(sockaddr)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
 def serve_connection(
     proxy: Proxy, client_sock: gevent.socket.socket, record: ConnectionRecord
 ) -> None:
     """Connect to the distant and relay; a refused connect resets the client."""
     try:
-        backend_sock = gevent.socket.create_connection(
-            proxy.distant_address, timeout=proxy.connect_timeout
-        )
+        backend_sock = _connect(proxy)
     except GreenletExit:
         record.end(Ending.PROXY_STOPPED)
         client_sock.close()

@@ -76,7 +76,7 @@ def test_parse_behavior_entries_and_remainder():
 def test_bare_name_means_all_connections():
     behavior = parse_behavior("delay")
     assert behavior.entries[0].percent == 100
-    assert behavior.choose(random.Random(1)) == ("delay",)
+    assert behavior.choose(lambda: random.Random(1)) == ("delay",)
     assert behavior.names == ("delay",)
 
 
@@ -105,7 +105,7 @@ def test_parse_behavior_errors_point_at_the_piece(spec, message):
 def test_choose_follows_the_weights():
     behavior = parse_behavior("25:a,25:b")
     rng = random.Random(3)
-    draws = [behavior.choose(rng)[0] for _ in range(4000)]
+    draws = [behavior.choose(lambda: rng)[0] for _ in range(4000)]
     assert 800 < draws.count("a") < 1200
     assert 800 < draws.count("b") < 1200
     assert 1800 < draws.count("dummy") < 2200

@@ -31,10 +31,10 @@ _TYPE_WORDS = {
 
 DEFAULT_READ_SIZE = 65536
 
-#: The random source of the connection direction the current greenlet relays;
-#: the relay sets it, so that ``BaseHandler.random`` is reproducible per
-#: connection whatever other connections do concurrently.
-CONNECTION_RANDOM: ContextVar[random.Random | None] = ContextVar(
+#: The connection (and its stream: ``"draw"``, ``"up"``, ``"down"``) the
+#: current greenlet relays; the relay sets it, so that ``BaseHandler.random``
+#: is reproducible per connection whatever other connections do.
+CONNECTION_RANDOM: ContextVar[tuple[Any, str] | None] = ContextVar(
     "vaurien_connection_random", default=None
 )
 
@@ -158,7 +158,8 @@ class BaseHandler:
         """
         current = CONNECTION_RANDOM.get()
         if current is not None:
-            return current
+            connection, stream = current
+            return connection.random(stream)  # type: ignore[no-any-return]
         source = getattr(self.proxy, "random", None)
         if source is None:
             source = self.__dict__.setdefault("_random", random.Random())
