@@ -186,7 +186,8 @@ def _main(argv: list[str]) -> int:
 
 
 def _log_record(record: ConnectionRecord) -> None:
-    log.info("%s", record.describe())
+    if log.isEnabledFor(logging.INFO):  # describe() is not free: skip it when unseen
+        log.info("%s", record.describe())
 
 
 def _serve(proxy: Proxy) -> int:
