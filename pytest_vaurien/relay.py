@@ -29,6 +29,7 @@ import gevent
 import gevent.event
 import gevent.socket
 from gevent import GreenletExit
+from gevent.hub import Waiter
 
 from pytest_vaurien.handlers.base import CONNECTION_RANDOM, BaseHandler
 from pytest_vaurien.records import ConnectionRecord, Ending
@@ -213,32 +214,20 @@ class Chain:
         return keep and not ended
 
 
-def _raw_io(
+#: Chunks one readiness callback moves before letting other connections run.
+_CHUNKS_PER_WAKEUP = 16
+
+
+def _raw_sockets(
     source: gevent.socket.socket, dest: gevent.socket.socket
-) -> tuple[Callable[[int], bytes], Callable[[bytes], int], Callable[[], None], Callable[[], None]]:
-    """Non-blocking recv/send on the OS sockets under two gevent sockets, and
-    the waits for each, through gevent's own watchers.
-
-    gevent's ``sendall`` costs several Python frames and a timeout check per
-    call; the relay's fast path only needs the system calls. Falls back to
-    the gevent socket methods if gevent's internals ever change shape.
-    """
-    try:
-        raw_in, raw_out = source._sock, dest._sock
-        read_event, write_event = source._read_event, dest._write_event
-        wait_in, wait_out = source._wait, dest._wait
-    except AttributeError:  # pragma: no cover - other gevent internals
-
-        def no_wait() -> None:
-            pass
-
-        return source.recv, dest.send, no_wait, no_wait
-    return (
-        raw_in.recv,
-        raw_out.send,
-        lambda: wait_in(read_event),
-        lambda: wait_out(write_event),
-    )
+) -> tuple[Any, Any] | None:
+    """The non-blocking OS sockets under two gevent sockets, if gevent keeps
+    them where it has for years (``_sock``); else None."""
+    raw_in = getattr(source, "_sock", None)
+    raw_out = getattr(dest, "_sock", None)
+    if raw_in is None or raw_out is None:  # pragma: no cover - other gevent internals
+        return None
+    return raw_in, raw_out
 
 
 class Connection:
@@ -366,52 +355,109 @@ class Connection:
             self._finish(to_backend, outcome)
 
     def _relay_untouched(self, source: Endpoint, dest: Endpoint) -> bool:
-        """The fast path, for chains that do not touch the bytes: recv, send, count.
+        """The fast path, for chains that do not touch the bytes.
 
-        Returns False at EOF, True when the behavior changed; the chunk read
-        then is left in ``source.pending`` for the new chain.
+        Bytes move in the event loop's own callbacks: a readable source is
+        read and its bytes sent on at once, with no greenlet switch per
+        chunk. The pump waits meanwhile, and is woken with the result:
+        False at EOF, True when the behavior changed (the chunk read then is
+        left in ``source.pending`` for the new chain); errors are raised.
         """
         state = self._behavior
         proxy = self.proxy
+        size = proxy.read_size
+        while source.pending:  # what the previous chain left unhandled goes first
+            dest.sendall(source.recv(size))
+        raw = _raw_sockets(source.sock, dest.sock)
+        if raw is None:  # pragma: no cover - other gevent internals
+            return self._relay_untouched_slowly(source, dest)
+        recv, send = raw[0].recv, raw[1].send
         record = self.record
         to_client = dest.is_client
-        size = proxy.read_size
-        recv, send, wait_read, wait_write = _raw_io(source.sock, dest.sock)
-        data = source.recv(size) if source.pending else b""
-        drained = False  # the last read left the socket empty: wait before reading
-        while True:
-            if not data:
-                if drained:
-                    wait_read()
-                try:
+        loop = gevent.get_hub().loop
+        reader = loop.io(raw[0].fileno(), 1)
+        writer = loop.io(raw[1].fileno(), 2)
+        waiter = Waiter()
+        unsent = [b""]
+
+        def done(result: object) -> None:
+            reader.stop()
+            writer.stop()
+            waiter.switch(result)
+
+        def count(size_sent: int) -> None:
+            if to_client:
+                record.bytes_to_client += size_sent
+            else:
+                record.bytes_to_backend += size_sent
+
+        def on_readable() -> None:
+            try:
+                for _ in range(_CHUNKS_PER_WAKEUP):  # then let other connections run
                     data = recv(size)
-                except BlockingIOError:
-                    drained = True
-                    continue
-                if not data:
-                    source.eof = True
-                    return False
-                # a short read most likely emptied the socket (request/response
-                # traffic): skip the read that would only fail with EAGAIN
-                drained = len(data) < size
-            if proxy._behavior_state is not state:
+                    if not data:
+                        source.eof = True
+                        done(False)
+                        return
+                    if proxy._behavior_state is not state:
+                        source.pending = data
+                        done(True)
+                        return
+                    try:
+                        sent = send(data)
+                    except BlockingIOError:
+                        sent = 0
+                    count(sent)
+                    if sent < len(data):  # the destination is full: wait for room
+                        unsent[0] = data[sent:]
+                        reader.stop()
+                        writer.start(on_writable)
+                        return
+                    if len(data) < size:  # most likely drained: wait for more
+                        return
+            except BlockingIOError:
+                return
+            except OSError as error:
+                done(error)
+
+        def on_writable() -> None:
+            try:
+                sent = send(unsent[0])
+            except BlockingIOError:
+                return
+            except OSError as error:
+                done(error)
+                return
+            count(sent)
+            unsent[0] = unsent[0][sent:]
+            if not unsent[0]:
+                writer.stop()
+                reader.start(on_readable)
+
+        reader.start(on_readable)
+        try:
+            result = waiter.get()
+        finally:
+            reader.stop()
+            writer.stop()
+            reader.close()
+            writer.close()
+        if isinstance(result, BaseException):
+            raise result
+        return bool(result)
+
+    def _relay_untouched_slowly(self, source: Endpoint, dest: Endpoint) -> bool:
+        """The fast path's semantics through the gevent socket API."""
+        state = self._behavior
+        size = self.proxy.read_size
+        while True:
+            data = source.recv(size)
+            if not data:
+                return False
+            if self.proxy._behavior_state is not state:
                 source.pending = data + source.pending
                 return True
-            total = len(data)
-            try:
-                sent = send(data)
-            except BlockingIOError:  # the destination is full: wait for room below
-                sent = 0
-            while sent < total:
-                try:
-                    sent += send(data[sent:])
-                except BlockingIOError:
-                    wait_write()
-            if to_client:
-                record.bytes_to_client += total
-            else:
-                record.bytes_to_backend += total
-            data = b""
+            dest.sendall(data)
 
     def _finish(self, to_backend: bool, outcome: str) -> None:
         self._finished[to_backend] = outcome
