@@ -31,6 +31,7 @@ import gevent.socket
 from gevent import GreenletExit
 from gevent.hub import Waiter
 
+from pytest_vaurien.fastpath import Stream, raw_sockets
 from pytest_vaurien.handlers.base import CONNECTION_RANDOM, BaseHandler
 from pytest_vaurien.records import ConnectionRecord, Ending
 
@@ -214,22 +215,6 @@ class Chain:
         return keep and not ended
 
 
-#: Chunks one readiness callback moves before letting other connections run.
-_CHUNKS_PER_WAKEUP = 16
-
-
-def _raw_sockets(
-    source: gevent.socket.socket, dest: gevent.socket.socket
-) -> tuple[Any, Any] | None:
-    """The non-blocking OS sockets under two gevent sockets, if gevent keeps
-    them where it has for years (``_sock``); else None."""
-    raw_in = getattr(source, "_sock", None)
-    raw_out = getattr(dest, "_sock", None)
-    if raw_in is None or raw_out is None:  # pragma: no cover - other gevent internals
-        return None
-    return raw_in, raw_out
-
-
 class Connection:
     """One client connection and its backend, relayed by two pumps.
 
@@ -318,7 +303,6 @@ class Connection:
     def pump(self, to_backend: bool) -> None:
         """Relay one direction until its chain ends it; report how."""
         source = self.client if to_backend else self.backend
-        dest = self.backend if to_backend else self.client
         CONNECTION_RANDOM.set((self, "up" if to_backend else "down"))
         hub = gevent.get_hub()
         watcher = None
@@ -327,7 +311,7 @@ class Connection:
             while True:
                 chain = self.chain()
                 if chain.transparent:
-                    if self._relay_untouched(source, dest):
+                    if self._relay_untouched(to_backend):
                         continue  # the behavior changed: the next chunk is the new one's
                     break
                 if not source.pending:
@@ -341,113 +325,96 @@ class Connection:
         except GreenletExit:
             outcome = "killed"
             raise
-        except OSError as error:
-            outcome = "reset"
-            self.record.end(
-                Ending.RESET,
-                f"{'client' if to_backend else 'backend'} side: {error.strerror or error}",
-            )
-        except Exception:
-            self.record.end(Ending.ERROR, traceback.format_exc(limit=-4).strip())
+        except Exception as error:
+            outcome = "reset" if isinstance(error, OSError) else "error"
+            self._record_failure(error, to_backend)
         finally:
             if watcher is not None:
                 watcher.close()
             self._finish(to_backend, outcome)
 
-    def _relay_untouched(self, source: Endpoint, dest: Endpoint) -> bool:
-        """The fast path, for chains that do not touch the bytes.
-
-        Bytes move in the event loop's own callbacks: a readable source is
-        read and its bytes sent on at once, with no greenlet switch per
-        chunk. The pump waits meanwhile, and is woken with the result:
-        False at EOF, True when the behavior changed (the chunk read then is
-        left in ``source.pending`` for the new chain); errors are raised.
-        """
+    def _untouched_streams(
+        self, directions: tuple[bool, ...], on_end: Callable[[Stream, object], None]
+    ) -> list[Stream] | None:
+        """Streams for the fast path, or None if gevent's internals differ."""
         state = self._behavior
         proxy = self.proxy
-        size = proxy.read_size
-        while source.pending:  # what the previous chain left unhandled goes first
-            dest.sendall(source.recv(size))
-        raw = _raw_sockets(source.sock, dest.sock)
-        if raw is None:  # pragma: no cover - other gevent internals
-            return self._relay_untouched_slowly(source, dest)
-        recv, send = raw[0].recv, raw[1].send
-        record = self.record
-        to_client = dest.is_client
-        loop = gevent.get_hub().loop
-        reader = loop.io(raw[0].fileno(), 1)
-        writer = loop.io(raw[1].fileno(), 2)
+        streams = []
+        for to_backend in directions:
+            source, dest = (
+                (self.client, self.backend) if to_backend else (self.backend, self.client)
+            )
+            while source.pending:  # what a previous chain left unhandled goes first
+                dest.sendall(source.recv(proxy.read_size))
+            raw = raw_sockets(source.sock, dest.sock)
+            if raw is None:  # pragma: no cover - other gevent internals
+                return None
+            streams.append(
+                Stream(
+                    source,
+                    dest,
+                    raw,
+                    self.record,
+                    proxy.read_size,
+                    lambda: proxy._behavior_state is state,
+                    on_end,
+                )
+            )
+        return streams
+
+    def _relay_untouched(self, to_backend: bool) -> bool:
+        """One direction through the fast path; False at EOF, True when the
+        behavior changed. Errors are raised."""
         waiter = Waiter()
-        unsent = [b""]
-
-        def done(result: object) -> None:
-            reader.stop()
-            writer.stop()
-            waiter.switch(result)
-
-        def count(size_sent: int) -> None:
-            if to_client:
-                record.bytes_to_client += size_sent
-            else:
-                record.bytes_to_backend += size_sent
-
-        def on_readable() -> None:
-            try:
-                for _ in range(_CHUNKS_PER_WAKEUP):  # then let other connections run
-                    data = recv(size)
-                    if not data:
-                        source.eof = True
-                        done(False)
-                        return
-                    if proxy._behavior_state is not state:
-                        source.pending = data
-                        done(True)
-                        return
-                    try:
-                        sent = send(data)
-                    except BlockingIOError:
-                        sent = 0
-                    count(sent)
-                    if sent < len(data):  # the destination is full: wait for room
-                        unsent[0] = data[sent:]
-                        reader.stop()
-                        writer.start(on_writable)
-                        return
-                    if len(data) < size:  # most likely drained: wait for more
-                        return
-            except BlockingIOError:
-                return
-            except OSError as error:
-                done(error)
-
-        def on_writable() -> None:
-            try:
-                sent = send(unsent[0])
-            except BlockingIOError:
-                return
-            except OSError as error:
-                done(error)
-                return
-            count(sent)
-            unsent[0] = unsent[0][sent:]
-            if not unsent[0]:
-                writer.stop()
-                reader.start(on_readable)
-
-        reader.start(on_readable)
+        streams = self._untouched_streams((to_backend,), lambda _, result: waiter.switch(result))
+        if streams is None:  # pragma: no cover - other gevent internals
+            return self._relay_untouched_slowly(to_backend)
+        streams[0].start()
         try:
             result = waiter.get()
         finally:
-            reader.stop()
-            writer.stop()
-            reader.close()
-            writer.close()
+            streams[0].close()
         if isinstance(result, BaseException):
             raise result
         return bool(result)
 
-    def _relay_untouched_slowly(self, source: Endpoint, dest: Endpoint) -> bool:
+    def _relay_both_untouched(self) -> bool:
+        """Both directions through the fast path, with no pump greenlet.
+
+        True when the connection is done; False when the behavior changed
+        and pumps must take over the directions still open.
+        """
+        waiter = Waiter()
+
+        def on_end(stream: Stream, result: object) -> None:
+            if result is False:  # EOF: pass the half-close on, go on with the other side
+                self._finish(stream.to_backend, "eof")
+                if self._done.is_set():
+                    waiter.switch(True)
+                return
+            for other in streams or ():
+                other.close()
+            if isinstance(result, BaseException):
+                self._record_failure(result, stream.to_backend)
+                self._finish(stream.to_backend, "reset")
+                waiter.switch(True)
+            else:
+                waiter.switch(False)
+
+        streams = self._untouched_streams((True, False), on_end)
+        if streams is None:  # pragma: no cover - other gevent internals
+            return False
+        for stream in streams:
+            stream.start()
+        try:
+            return bool(waiter.get())
+        finally:
+            for stream in streams:
+                stream.close()
+
+    def _relay_untouched_slowly(self, to_backend: bool) -> bool:  # pragma: no cover
         """The fast path's semantics through the gevent socket API."""
+        source, dest = (self.client, self.backend) if to_backend else (self.backend, self.client)
         state = self._behavior
         size = self.proxy.read_size
         while True:
@@ -458,6 +425,14 @@ class Connection:
                 source.pending = data + source.pending
                 return True
             dest.sendall(data)
+
+    def _record_failure(self, error: BaseException, to_backend: bool) -> None:
+        if isinstance(error, OSError):
+            side = "client" if to_backend else "backend"
+            self.record.end(Ending.RESET, f"{side} side: {error.strerror or error}")
+        else:
+            lines = traceback.format_exception(type(error), error, error.__traceback__, limit=-4)
+            self.record.end(Ending.ERROR, "".join(lines).strip())
 
     def _finish(self, to_backend: bool, outcome: str) -> None:
         self._finished[to_backend] = outcome
@@ -488,8 +463,13 @@ class Connection:
             # draw now, so that handlers see the connection from its start
             # (toxiproxy's timeout counts from there)
             CONNECTION_RANDOM.set((self, "draw"))
-            self.chain()
-            pumps = [gevent.spawn(self.pump, True), gevent.spawn(self.pump, False)]
+            if self.chain().transparent and self._relay_both_untouched():
+                return  # done without a pump (the finally block closes)
+            pumps = [
+                gevent.spawn(self.pump, to_backend)
+                for to_backend in (True, False)
+                if to_backend not in self._finished
+            ]
             self._done.wait()
         except ProxyDown:
             self.record.end(Ending.PROXY_DOWN)
