@@ -41,8 +41,13 @@ class Bandwidth(BaseHandler):
         dest = backend_sock if to_backend else client_sock
         state = client_sock.connection.state
         key = (id(self), to_backend)
-        # the schedule: when the next byte may leave; an idle link earns no credit
-        due = max(state.get(key, 0.0), time.monotonic())
+        # the schedule: when the next byte may leave. Kept across chunks, so the
+        # time spent reading does not slow the rate down; a link idle for more
+        # than a slice starts afresh, earning no credit for a burst.
+        now = time.monotonic()
+        due = state.get(key, now)
+        if now - due > SLICE:
+            due = now
         step = max(1, int(rate * SLICE))
         view = memoryview(data)
         for start in range(0, len(view), step):
