@@ -18,7 +18,6 @@ import hashlib
 import json
 import os
 import queue
-import re
 import shutil
 import socket
 import statistics
@@ -29,7 +28,6 @@ import tempfile
 import textwrap
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
