@@ -61,16 +61,18 @@ def readable(sel: selectors.BaseSelector, conn: Conn) -> None:
         data = conn.sock.recv(CHUNK)
     except BlockingIOError:
         return
-    if not conn.mode:
+    if not conn.mode or (conn.mode in (b"S", b"D") and len(conn.header) < 8):
         if not data:
             close(sel, conn)
             return
-        conn.mode, data = data[:1], data[1:]
+        if not conn.mode:
+            conn.mode, data = data[:1], data[1:]
         if conn.mode in (b"S", b"D"):
-            conn.header = data[:8]
-            data = data[8:]
-            while len(conn.header) < 8:  # the header arrives in one segment in practice
-                conn.header += conn.sock.recv(8 - len(conn.header))
+            need = 8 - len(conn.header)
+            conn.header += data[:need]
+            data = data[need:]
+            if len(conn.header) < 8:  # the rest of the header is still on its way
+                return
             conn.todo = struct.unpack("!Q", conn.header)[0]
             if conn.mode == b"D":
                 conn.closing = True
