@@ -30,7 +30,6 @@ from pytest_vaurien.settings import (
     Settings,
     parse_handler_assignment,
     parse_handler_lines,
-    parse_marker_options,
     resolve,
 )
 
@@ -332,14 +331,7 @@ def _marker_layer(item: pytest.Item) -> Layer | None:
         raise VaurienError(
             f"{where}: behavior={behavior!r} is not a string; expected e.g. '20:delay,10:error'"
         )
-    return Layer(
-        source=where,
-        distant=distant,
-        behavior=behavior,
-        options=parse_marker_options(kwargs, where),
-        distant_source=f"{where}: distant",
-        behavior_source=f"{where}: behavior",
-    )
+    return Layer.from_keywords(where, distant, behavior, kwargs)
 
 
 def _layers(item: pytest.Item) -> list[Layer]:
@@ -402,15 +394,7 @@ def vaurien_proxy_factory(request: pytest.FixtureRequest) -> Iterator[ProxyFacto
     def factory(
         distant: str | tuple[str, int], behavior: str | None = None, **options: Any
     ) -> Proxy:
-        where = "vaurien_proxy_factory()"
-        call = Layer(
-            source=where,
-            distant=distant,
-            behavior=behavior,
-            options=parse_marker_options(options, where),
-            distant_source=f"{where}: distant",
-            behavior_source=f"{where}: behavior",
-        )
+        call = Layer.from_keywords("vaurien_proxy_factory()", distant, behavior, options)
         return _start(item, registry, resolve([*base_layers, call]), proxies)
 
     yield factory

@@ -50,6 +50,25 @@ class Layer:
     distant_source: str | None = None
     behavior_source: str | None = None
 
+    @classmethod
+    def from_keywords(
+        cls,
+        where: str,
+        distant: str | tuple[str, int] | None,
+        behavior: str | None,
+        keywords: Mapping[str, Any],
+    ) -> Layer:
+        """A layer from ``distant=``, ``behavior=`` and ``NAME__OPTION=`` keywords, as
+        the marker, ``set_behavior`` and the factory take them."""
+        return cls(
+            source=where,
+            distant=distant,
+            behavior=behavior,
+            options=parse_marker_options(keywords, where),
+            distant_source=f"{where}: distant",
+            behavior_source=f"{where}: behavior",
+        )
+
 
 @dataclass(frozen=True)
 class Settings:

@@ -102,6 +102,17 @@ def refused_address() -> tuple[str, int]:
     return address
 
 
+def read_exactly(sock: socket.socket, size: int) -> bytes:
+    """Read ``size`` bytes, or fewer if the peer closes first."""
+    data = b""
+    while len(data) < size:
+        chunk = sock.recv(size - len(data))
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
 def roundtrip(address: tuple[str, int], payload: bytes, timeout: float = 5.0) -> bytes:
     """Send ``payload``, half-close, read until EOF."""
     with socket.create_connection(address, timeout=timeout) as sock:

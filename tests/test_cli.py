@@ -18,28 +18,12 @@ from pathlib import Path
 import pytest
 
 from tests.servers import roundtrip
+from tests.test_plugin import UPPER
 
 ROOT = Path(__file__).resolve().parent.parent
 LISTENING = re.compile(r"proxying (\S+):(\d+) -> ")
 
-UPPER_MODULE = '''
-from pytest_vaurien import BaseHandler
-
-
-class Upper(BaseHandler):
-    """Upper-cases replies and appends a suffix."""
-
-    name = "upper"
-    options = {"suffix": ("Appended to replies", str, "")}
-
-    def __call__(self, client_sock, backend_sock, to_backend):
-        data = self._get_data(client_sock, backend_sock, to_backend)
-        if data:
-            if not to_backend:
-                data = data.upper() + self.option("suffix").encode()
-            (backend_sock if to_backend else client_sock).sendall(data)
-        return bool(data)
-'''
+UPPER_MODULE = UPPER  # the same handler the plugin tests register
 
 
 class Command:
@@ -226,7 +210,7 @@ def test_list_handlers(tmp_path):
     assert "delay (built-in): Delays each chunk" in out
     assert "    sleep (float, default 1.0): Delay in seconds" in out
     assert "foobar ([handler:foobar] in 'c.ini'): Upper-cases replies" in out
-    assert "    suffix (str, default ''): Appended to replies" in out
+    assert "    suffix (str, default ''): Appended to each reply" in out
 
 
 def test_help_lists_builtin_handler_options(tmp_path):

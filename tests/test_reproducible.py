@@ -8,17 +8,9 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-MIXED = """
-import hashlib
-import json
-import os
+CLIENT_HELPERS = """
 import socket
 import time
-
-import pytest
-
-BEHAVIOR = "30:delay,30:error,20:blackout"
-
 
 def roundtrip(address, payload):
     with socket.create_connection(address, timeout=10) as sock:
@@ -39,6 +31,19 @@ def settled(proxy):
         assert time.monotonic() < deadline
         time.sleep(0.005)
     return proxy.connections
+
+"""
+
+MIXED = (
+    CLIENT_HELPERS
+    + """
+import hashlib
+import json
+import os
+
+import pytest
+
+BEHAVIOR = "30:delay,30:error,20:blackout"
 
 
 def use(proxy, count):
@@ -65,6 +70,7 @@ def test_mix(vaurien_proxy, vaurien_proxy_factory, vaurien_distant):
 def test_after(vaurien_proxy):
     use(vaurien_proxy, 11)
 """
+)
 
 REVERSE = """
 def pytest_collection_modifyitems(items):
@@ -162,40 +168,17 @@ def test_fault_report_appears_on_failure_only_with_a_replay_line(pytester, backe
 
 def test_records_match_the_wire(pytester, backend):
     pytester.makepyfile(
-        textwrap.dedent("""
-        import socket
-        import time
-
+        CLIENT_HELPERS
+        + textwrap.dedent("""
         import pytest
 
 
-        def ask(proxy, payload):
-            with socket.create_connection(proxy.address, timeout=10) as sock:
-                sock.sendall(payload)
-                sock.shutdown(socket.SHUT_WR)
-                data = b""
-                try:
-                    while chunk := sock.recv(65536):
-                        data += chunk
-                except ConnectionResetError:
-                    pass
-                return data
-
-
-        def settled(proxy):
-            deadline = time.monotonic() + 10
-            while any(r.open for r in proxy.connections):
-                assert time.monotonic() < deadline
-                time.sleep(0.005)
-            return proxy.connections
-
-
         def test_it(vaurien_proxy):
-            assert ask(vaurien_proxy, b"x" * 300) == b"x" * 300
+            assert roundtrip(vaurien_proxy.address, b"x" * 300) == b"x" * 300
             with vaurien_proxy.set_behavior("error", error__inject=True):
-                garbled = ask(vaurien_proxy, b"y" * 40)
+                garbled = roundtrip(vaurien_proxy.address, b"y" * 40)
             with vaurien_proxy.set_behavior("blackout"):
-                assert ask(vaurien_proxy, b"z") == b""
+                assert roundtrip(vaurien_proxy.address, b"z") == b""
             plain, error, blackout = settled(vaurien_proxy)
             assert (plain.handler, plain.bytes_to_backend, plain.bytes_to_client) == \\
                 ("dummy", 300, 300)

@@ -11,17 +11,7 @@ import pytest
 from pytest_vaurien import Proxy
 from pytest_vaurien.handlers.slicer import Slicer
 from pytest_vaurien.records import Ending
-from tests.servers import roundtrip, wait_until
-
-
-def read_exactly(sock: socket.socket, size: int) -> bytes:
-    data = b""
-    while len(data) < size:
-        chunk = sock.recv(size - len(data))
-        if not chunk:
-            break
-        data += chunk
-    return data
+from tests.servers import read_exactly, roundtrip, wait_until
 
 
 def read_to_end(sock: socket.socket) -> tuple[bytes, list[int]]:
