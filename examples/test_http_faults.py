@@ -84,3 +84,22 @@ def test_several_proxies_in_one_test(vaurien_proxy_factory, vaurien_distant):
     assert fetch_status(*fast.address, timeout=0.2)["status"] == "ok"
     with pytest.raises(TimeoutError):
         fetch_status(*slow.address, timeout=0.1)
+
+
+@pytest.mark.vaurien("reset_peer", reset_peer__timeout=0.05)
+def test_a_reset_connection_is_a_connection_error(vaurien_proxy):
+    with pytest.raises(ConnectionResetError):
+        fetch_status(*vaurien_proxy.address)
+
+
+def test_an_outage_refuses_connections_and_recovers(vaurien_proxy):
+    with vaurien_proxy.down(), pytest.raises(ConnectionRefusedError):
+        fetch_status(*vaurien_proxy.address)
+    assert fetch_status(*vaurien_proxy.address)["status"] == "ok"
+
+
+@pytest.mark.vaurien("latency+slicer", latency__latency=0.1, slicer__average_size=8)
+def test_a_slow_and_fragmented_network_still_yields_the_document(vaurien_proxy):
+    started = time.monotonic()
+    assert fetch_status(*vaurien_proxy.address)["status"] == "ok"
+    assert time.monotonic() - started >= 0.1
