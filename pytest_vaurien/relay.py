@@ -5,6 +5,10 @@ is readable, then calls the handler chain in force. The connection's own
 greenlet owns both sockets: pumps report how they ended and only it closes
 sockets, so no greenlet ever waits on a descriptor another one closed.
 
+A chain that does not touch the bytes (``dummy``) skips all that: the
+connection's greenlet hands both directions to :mod:`pytest_vaurien.fastpath`
+and pumps start only if a live behavior change reaches the connection.
+
 Rules of the road (design.md):
 
 * a handler returns truthy to keep going, falsy to end its direction;
@@ -185,10 +189,8 @@ class Chain:
         self.handlers = handlers
         #: Every handler relays bytes untouched: the relay may move them itself.
         self.transparent = all(_is_transparent(type(handler)) for handler in handlers)
-        self.directions = {
-            True: self._stages(handlers, client, backend, True),
-            False: self._stages(handlers, backend, client, False),
-        }
+        self._ends = {True: (client, backend), False: (backend, client)}
+        self._directions: dict[bool, list[_Stage]] = {}
 
     @staticmethod
     def _stages(
@@ -203,7 +205,12 @@ class Chain:
 
     def call(self, to_backend: bool) -> bool:
         """Run the chain for one readable chunk; falsy ends the direction."""
-        stages = self.directions[to_backend]
+        stages = self._directions.get(to_backend)
+        if stages is None:  # built on first use: the fast path never needs them
+            source, dest = self._ends[to_backend]
+            stages = self._directions[to_backend] = self._stages(
+                self.handlers, source, dest, to_backend
+            )
         keep = stages[0].run()
         ended = [stage for stage in stages[1:] if stage.ended]
         if not keep and stages[0].source.eof:
