@@ -14,6 +14,7 @@ import random
 import socket
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
@@ -72,12 +73,15 @@ class _NativeEvent:
         return self._set
 
 
-def _start_native_thread(target: Any, name: str) -> None:
-    """Start ``target`` on a real OS thread, named when ``threading`` is ours."""
+def _start_native_thread(target: Any, name: str) -> threading.Thread | None:
+    """Start ``target`` on a real OS thread, named when ``threading`` is ours
+    (then returned, to be joined)."""
     if gevent.monkey.is_module_patched("threading"):
         _start_new_thread(target, ())
-    else:
-        threading.Thread(target=target, name=name, daemon=True).start()
+        return None
+    thread = threading.Thread(target=target, name=name, daemon=True)
+    thread.start()
+    return thread
 
 
 def _resolve(address: Address) -> tuple[int, Any] | None:
@@ -169,6 +173,7 @@ class Proxy:
         self._done: _NativeEvent | None = None
         self._start_error: BaseException | None = None
         self._acceptor: Greenlet | None = None
+        self._thread: threading.Thread | None = None
         self._listener: gevent.socket.socket | None = None
         self._enabled = True
 
@@ -311,7 +316,7 @@ class Proxy:
         self.resolved_distant = _resolve(self.distant_address)
         ready = _NativeEvent()
         self._done = _NativeEvent()
-        _start_native_thread(lambda: self._run(ready), self.name)
+        self._thread = _start_native_thread(lambda: self._run(ready), self.name)
         if not ready.wait(START_TIMEOUT):
             self.stop()
             raise ProxyError(f"{self.name} did not start within {START_TIMEOUT:g}s")
@@ -338,8 +343,14 @@ class Proxy:
                     self._hub.loop.run_callback_threadsafe(self._stopping.set)
                 except ValueError:  # the loop is being destroyed: it is stopping anyway
                     pass
+        deadline = time.monotonic() + timeout
         if not done.wait(timeout):
-            raise ProxyError(f"thread {self.name!r} did not stop within {timeout:g}s")
+            raise ProxyError(
+                f"thread {self.name!r} did not stop within {timeout:g}s; is a handler "
+                "blocking its hub (time.sleep or a blocking call instead of gevent's)?"
+            )
+        if self._thread is not None:  # the last lines of the thread: gone at once
+            self._thread.join(max(0.0, deadline - time.monotonic()))
 
     def __enter__(self) -> Proxy:
         return self.start()

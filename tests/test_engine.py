@@ -238,3 +238,33 @@ def test_behavior_mix_draws_per_connection(echo_server):
     assert 60 < upper < 140
     assert upper + replies.count(b"m") == 200
     assert sum(r.handler == "upper" for r in proxy.connections) == upper
+
+
+def test_stop_returns_with_the_thread_gone(echo_server):
+    proxy = Proxy(echo_server.address, name="vaurien-proxy-joined").start()
+    [thread] = [t for t in threading.enumerate() if t.name == "vaurien-proxy-joined"]
+    proxy.stop()
+    assert not thread.is_alive()
+
+
+class Blocking(BaseHandler):
+    """Blocks its hub with time.sleep: the mistake stop() must name."""
+
+    name = "blocking"
+    entered = threading.Event()
+
+    def __call__(self, client_sock, backend_sock, to_backend):
+        self._get_data(client_sock, backend_sock, to_backend)
+        Blocking.entered.set()
+        time.sleep(3)  # the mistake under test, not a wait for anything
+        return False
+
+
+def test_a_handler_blocking_the_hub_is_named_by_stop(echo_server):
+    proxy = Proxy(echo_server.address, "blocking", registry=registry_with(Blocking)).start()
+    with socket.create_connection(proxy.address, timeout=5) as sock:
+        sock.sendall(b"x")
+        assert Blocking.entered.wait(5)
+        with pytest.raises(ProxyError, match=r"did not stop within 0.5s; is a handler blocking"):
+            proxy.stop(timeout=0.5)
+    wait_until(lambda: not proxy.running, timeout=10)
