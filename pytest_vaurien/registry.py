@@ -150,7 +150,7 @@ def registry_from_plugins(manager: pluggy.PluginManager) -> Registry:
         origin = (
             BUILTIN_ORIGIN
             if impl.plugin_name == BUILTIN_ORIGIN
-            else f"vaurien plugin {impl.plugin_name!r}"
+            else f"entry point {impl.plugin_name!r}"
         )
         try:
             batch = impl.function()

@@ -96,7 +96,7 @@ def test_handler_from_an_installed_entry_point(pytester, echo_server, monkeypatc
 
     registry = registry_from_plugins(make_plugin_manager())
     assert registry.resolve("reverse").__name__ == "Reverse"
-    assert dict(registry.registrations())["reverse"].origin == "vaurien plugin 'reverse'"
+    assert dict(registry.registrations())["reverse"].origin == "entry point 'reverse'"
 
     pytester.makepyfile(USES_REVERSE)
     result = pytester.runpytest(
