@@ -12,7 +12,6 @@ import argparse
 import dataclasses
 import hashlib
 import random
-import shlex
 from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 from typing import Any
@@ -267,7 +266,9 @@ def pytest_runtest_makereport(
 
 def replay_command(item: pytest.Item) -> str:
     """The command line that replays ``item`` with the same faults."""
-    return f"pytest {shlex.quote(item.nodeid)} --vaurien-seed={item.config.stash[_SEED]}"
+    # always quoted (a parametrized id holds brackets a shell would expand)
+    quoted = "'" + item.nodeid.replace("'", "'\"'\"'") + "'"
+    return f"pytest {quoted} --vaurien-seed={item.config.stash[_SEED]}"
 
 
 def fault_report(item: pytest.Item, proxies: list[Proxy]) -> str:
@@ -287,7 +288,7 @@ def fault_report(item: pytest.Item, proxies: list[Proxy]) -> str:
 
 def pytest_report_header(config: pytest.Config) -> str:
     seed = config.stash[_SEED]
-    return f"vaurien: seed={seed} (replay with --vaurien-seed={seed})"
+    return f"vaurien: seed={seed}"
 
 
 def _origin(plugin_name: str) -> str:

@@ -142,7 +142,7 @@ def test_fault_report_appears_on_failure_only_with_a_replay_line(pytester, backe
     result.stdout.fnmatch_lines(
         [
             "*Captured vaurien call*",
-            "seed 7; replay with: pytest test_report.py::test_fails --vaurien-seed=7",
+            "seed 7; replay with: pytest 'test_report.py::test_fails' --vaurien-seed=7",
             "",
             f"proxy 127.0.0.1:* -> {backend.distant}, behavior 'error': 1 connection",
             "#  client * handler  to backend  to client  duration  ending",
@@ -159,7 +159,7 @@ def test_fault_report_appears_on_failure_only_with_a_replay_line(pytester, backe
     passed = {p.get("name"): p.get("value") for p in cases["test_passes"].iter("property")}
     assert failed["vaurien_seed"] == "7"
     assert (
-        "replay with: pytest test_report.py::test_fails --vaurien-seed=7"
+        "replay with: pytest 'test_report.py::test_fails' --vaurien-seed=7"
         in failed["vaurien_report"]
     )
     assert failed["vaurien_faults"] == "1"
