@@ -90,7 +90,9 @@ class Stream:
             self._record.bytes_to_client += size
 
     def _on_readable(self) -> None:
-        recv, send, size = self._recv, self._send, self._size
+        # the per-chunk path of every transparent connection: locals only
+        recv, send, size, record = self._recv, self._send, self._size, self._record
+        to_backend = self.to_backend
         try:
             for _ in range(CHUNKS_PER_WAKEUP):
                 data = recv(size)
@@ -106,7 +108,10 @@ class Stream:
                     sent = send(data)
                 except BlockingIOError:
                     sent = 0
-                self._count(sent)
+                if to_backend:
+                    record.bytes_to_backend += sent
+                else:
+                    record.bytes_to_client += sent
                 if sent < len(data):  # the destination is full: wait for room
                     self._unsent = data[sent:]
                     self._reader.stop()
