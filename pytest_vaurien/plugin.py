@@ -14,7 +14,7 @@ import hashlib
 import random
 from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 
@@ -58,6 +58,11 @@ NO_DISTANT = (
     "the command line, vaurien_distant = HOST:PORT in the ini file, or a vaurien_distant "
     'fixture in conftest.py that returns "HOST:PORT"'
 )
+
+
+def _fail(error: BaseException) -> NoReturn:
+    """Fail the test with the error's message alone: no traceback, no chain."""
+    raise pytest.fail.Exception(str(error), pytrace=False) from None
 
 
 def _seed_type(text: str) -> int:
@@ -176,6 +181,10 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     command line or ini options is a usage error, not N failed tests.
     """
     config = session.config
+    if hasattr(config, "workerinput"):
+        # an xdist worker cannot end the run with a usage error (xdist reports
+        # a crash); there, each test that uses a proxy fails with the message
+        return
     layers: list[Layer] = config.stash[_LAYERS]
     try:
         resolve(layers).validate(_known_registry(config, config.stash[_BASE_REGISTRY]))
@@ -350,7 +359,7 @@ def _settings_for(request: pytest.FixtureRequest) -> Settings:
         try:
             item.stash[_TEST_SETTINGS] = resolve(_layers(item))
         except VaurienError as error:
-            pytest.fail(str(error), pytrace=False)
+            _fail(error)
     return item.stash[_TEST_SETTINGS]
 
 
@@ -389,7 +398,7 @@ def vaurien_proxy_factory(request: pytest.FixtureRequest) -> Iterator[ProxyFacto
         registry = _test_registry(request)
         base_layers = _layers(item)
     except VaurienError as error:
-        pytest.fail(str(error), pytrace=False)
+        _fail(error)
     proxies: list[Proxy] = []
 
     def factory(
@@ -447,7 +456,7 @@ def vaurien_proxy(request: pytest.FixtureRequest, vaurien_proxy_factory: ProxyFa
     try:
         marker = _marker_layer(request.node)
     except VaurienError as error:
-        pytest.fail(str(error), pytrace=False)
+        _fail(error)
     if marker is not None and marker.distant is not None:
         distant = marker.distant
     else:
@@ -455,4 +464,4 @@ def vaurien_proxy(request: pytest.FixtureRequest, vaurien_proxy_factory: ProxyFa
     try:
         return vaurien_proxy_factory(distant)
     except VaurienError as error:
-        pytest.fail(str(error), pytrace=False)
+        _fail(error)

@@ -445,3 +445,30 @@ def test_handler_errors_surface_in_the_test(pytester, echo_server):
     result = pytester.runpytest()
     result.assert_outcomes(passed=1, errors=1)
     result.stdout.fnmatch_lines(["*handler error on vaurien-proxy*", "*RuntimeError: handler bug*"])
+
+
+def test_unknown_handler_under_xdist_fails_the_proxy_tests_cleanly(pytester, echo_server):
+    """Workers cannot end an xdist run with a usage error (xdist reports an
+    INTERNALERROR): the tests that use a proxy fail with the message instead."""
+    pytester.makepyfile(
+        """
+        def test_plain():
+            pass
+
+        def test_proxy(vaurien_proxy):
+            pass
+        """
+    )
+    result = pytester.runpytest_subprocess(
+        "-n",
+        "2",
+        "--vaurien-distant",
+        echo_server.distant,
+        "--vaurien-behavior",
+        "20:dealy",
+        timeout=120,
+    )
+    result.assert_outcomes(passed=1, errors=1)
+    result.stdout.fnmatch_lines(["--vaurien-behavior: unknown handler 'dealy'; known: *"])
+    result.stdout.no_fnmatch_line("*INTERNALERROR*")
+    result.stdout.no_fnmatch_line("*During handling*")
