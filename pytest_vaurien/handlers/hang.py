@@ -15,14 +15,25 @@ class Hang(BaseHandler):
     """Reads and swallows everything; nothing is forwarded or answered.
 
     The connection stays open until the client gives up or the proxy stops;
-    even the client's EOF is swallowed, so a half-closed client keeps waiting.
+    even a side's EOF is swallowed, so a half-closed client keeps waiting.
+    With ``close_on_eof``, a side's EOF closes the connection instead, which
+    frees it at once when a client gives up (for long-running proxies).
     """
 
     name = "hang"
-    options = {}
+    options = {
+        "close_on_eof": (
+            "Close the connection when either side closes, instead of holding it",
+            bool,
+            False,
+        ),
+    }
 
     def __call__(self, client_sock: Any, backend_sock: Any, to_backend: bool) -> bool:
-        if not self._get_data(client_sock, backend_sock, to_backend):
-            while True:  # keep the direction open; the proxy's stop ends this
-                gevent.sleep(3600)
-        return True
+        if self._get_data(client_sock, backend_sock, to_backend):
+            return True
+        if self.option("close_on_eof"):
+            client_sock.connection.close()
+            return False
+        while True:  # keep the direction open; the proxy's stop ends this
+            gevent.sleep(3600)
