@@ -181,6 +181,7 @@ def _main(argv: list[str]) -> int:
         port=local[1],
         name="vaurien-proxy",
         on_record=_log_record,
+        keep_records=False,  # logged one by one; a long run must not keep them all
     )
     return _serve(proxy)
 
@@ -207,11 +208,11 @@ def _serve(proxy: Proxy) -> int:
             proxy.seed,
         )
         stopping.wait()
-        open_connections = sum(record.open for record in proxy.connections)
+        open_connections = proxy.open_connections
         proxy.stop()
         log.warning(
             "stopped; %d connections relayed, %d were open",
-            len(proxy.connections),
+            proxy.accepted,
             open_connections,
         )
         return 0

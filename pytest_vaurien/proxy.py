@@ -131,6 +131,9 @@ class Proxy:
     :param port: where to listen; 0 (the default) picks a free port.
     :param on_record: called with each connection's record when it ends (in
         the proxy's thread: keep it short), e.g. to log it.
+    :param keep_records: keep every record in ``connections``; a long-running
+        proxy that only logs them (the ``vaurien`` command) turns it off so
+        that memory does not grow with each connection.
     """
 
     def __init__(
@@ -147,6 +150,7 @@ class Proxy:
         read_size: int = DEFAULT_READ_SIZE,
         connect_timeout: float = 5.0,
         on_record: Callable[[ConnectionRecord], None] | None = None,
+        keep_records: bool = True,
     ) -> None:
         self.distant_address: Address = parse_address(distant, "distant")
         #: ``(family, sockaddr)`` of the distant, resolved once at start.
@@ -166,6 +170,8 @@ class Proxy:
         self._registry = registry
         self._behavior_state = self._make_state(behavior, options or {}, {})
         self._records: list[ConnectionRecord] = []
+        self._keep_records = keep_records
+        self._accepted = 0
         self._greenlets: set[Greenlet] = set()
         self._lock = _allocate_lock()
         self._hub: Any = None
@@ -193,6 +199,16 @@ class Proxy:
     def behavior(self) -> str:
         """The behavior spec in force."""
         return self._behavior_state.spec
+
+    @property
+    def accepted(self) -> int:
+        """How many connections the proxy accepted so far."""
+        return self._accepted
+
+    @property
+    def open_connections(self) -> int:
+        """How many connections are being relayed right now."""
+        return len(self._greenlets)
 
     @property
     def handlers(self) -> dict[str, BaseHandler]:
@@ -447,8 +463,10 @@ class Proxy:
             except OSError:
                 gevent.sleep(0.01)  # e.g. EMFILE: back off rather than spin
                 continue
-            record = ConnectionRecord(len(self._records), format_address(peer[:2]))
-            self._records.append(record)
+            record = ConnectionRecord(self._accepted, format_address(peer[:2]))
+            self._accepted += 1
+            if self._keep_records:
+                self._records.append(record)
             greenlet = gevent.spawn(self._serve, client_sock, record)
             self._greenlets.add(greenlet)
             greenlet.link(self._greenlets.discard)

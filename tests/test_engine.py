@@ -268,3 +268,15 @@ def test_a_handler_blocking_the_hub_is_named_by_stop(echo_server):
         with pytest.raises(ProxyError, match=r"did not stop within 0.5s; is a handler blocking"):
             proxy.stop(timeout=0.5)
     wait_until(lambda: not proxy.running, timeout=10)
+
+
+def test_a_proxy_may_keep_no_records_but_still_counts(echo_server):
+    seen = []
+    with Proxy(echo_server.address, keep_records=False, on_record=seen.append) as proxy:
+        for _ in range(3):
+            assert roundtrip(proxy.address, b"k") == b"k"
+        wait_until(lambda: len(seen) == 3)
+        assert proxy.connections == []
+        assert proxy.accepted == 3
+        wait_until(lambda: proxy.open_connections == 0)
+    assert [record.index for record in seen] == [0, 1, 2]
