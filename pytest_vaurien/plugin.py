@@ -319,10 +319,13 @@ def _test_registry(request: pytest.FixtureRequest) -> Registry:
     return registry
 
 
-def _marker_layer(item: pytest.Item) -> Layer | None:
-    marker = item.get_closest_marker("vaurien")
-    if marker is None:
-        return None
+def _marker_layers(item: pytest.Item) -> list[Layer]:
+    """A layer per ``vaurien`` marker, from the farthest (module) to the closest
+    (function): a module may set the distant and each test its behavior."""
+    return [_marker_layer(item, marker) for marker in reversed(list(item.iter_markers("vaurien")))]
+
+
+def _marker_layer(item: pytest.Item, marker: pytest.Mark) -> Layer:
     where = f"vaurien marker on {item.name}"
     kwargs = dict(marker.kwargs)
     if len(marker.args) > 1:
@@ -346,11 +349,7 @@ def _marker_layer(item: pytest.Item) -> Layer | None:
 
 def _layers(item: pytest.Item) -> list[Layer]:
     configured: list[Layer] = item.config.stash[_LAYERS]
-    layers = list(configured)
-    marker = _marker_layer(item)
-    if marker is not None:
-        layers.append(marker)
-    return layers
+    return [*configured, *_marker_layers(item)]
 
 
 def _settings_for(request: pytest.FixtureRequest) -> Settings:
@@ -454,13 +453,11 @@ def vaurien_proxy(request: pytest.FixtureRequest, vaurien_proxy_factory: ProxyFa
     ``set_behavior()`` changes them live, ``connections`` tells what happened.
     """
     try:
-        marker = _marker_layer(request.node)
+        markers = _marker_layers(request.node)
     except VaurienError as error:
         _fail(error)
-    if marker is not None and marker.distant is not None:
-        distant = marker.distant
-    else:
-        distant = request.getfixturevalue("vaurien_distant")
+    marked = [layer.distant for layer in markers if layer.distant is not None]
+    distant = marked[-1] if marked else request.getfixturevalue("vaurien_distant")
     try:
         return vaurien_proxy_factory(distant)
     except VaurienError as error:

@@ -157,21 +157,32 @@ def test_precedence_marker_over_command_line_over_ini(pytester, echo_server):
     result.assert_outcomes(passed=3)
 
 
-def test_module_marker_applies_and_the_closest_wins(pytester, echo_server):
+def test_markers_merge_from_module_to_function_and_the_closest_wins(pytester, echo_server):
     make_test(
         pytester,
         f'''
-        pytestmark = pytest.mark.vaurien("upper", distant="{echo_server.distant}")
+        pytestmark = pytest.mark.vaurien("upper", distant="{echo_server.distant}",
+                                         upper__suffix="!")
 
         def test_module_level(vaurien_proxy):
-            assert roundtrip(vaurien_proxy.address) == b"PING"
+            assert roundtrip(vaurien_proxy.address) == b"PING!"
 
-        @pytest.mark.vaurien("dummy", distant="{echo_server.distant}")
-        def test_function_level(vaurien_proxy):
+        @pytest.mark.vaurien("dummy")
+        def test_function_behavior_module_distant(vaurien_proxy):
             assert roundtrip(vaurien_proxy.address) == b"ping"
+
+        class TestClass:
+            pytestmark = pytest.mark.vaurien(upper__suffix="?")
+
+            def test_class_option(self, vaurien_proxy):
+                assert roundtrip(vaurien_proxy.address) == b"PING?"
+
+            @pytest.mark.vaurien(upper__suffix="#")
+            def test_function_option(self, vaurien_proxy):
+                assert roundtrip(vaurien_proxy.address) == b"PING#"
     ''',
     )
-    pytester.runpytest().assert_outcomes(passed=2)
+    pytester.runpytest().assert_outcomes(passed=4)
 
 
 def test_vaurien_distant_fixture_can_be_overridden(pytester, echo_server):
