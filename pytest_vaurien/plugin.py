@@ -201,7 +201,7 @@ def _known_registry(config: pytest.Config, base: Registry) -> Registry:
     registry = base.copy()
     for impl in config.hook.pytest_vaurien_add_handlers.get_hookimpls():
         try:
-            registry.add_batch(impl.function(config=config), _origin(impl.plugin_name))
+            registry.add_batch(_call_hookimpl(impl, config), _origin(impl.plugin_name))
         except VaurienError:
             pass
     return registry
@@ -300,6 +300,12 @@ def pytest_report_header(config: pytest.Config) -> str:
     return f"vaurien: seed={seed}"
 
 
+def _call_hookimpl(impl: Any, config: pytest.Config) -> object:
+    """Call one ``pytest_vaurien_add_handlers`` implementation, as pluggy would:
+    an implementation may leave out the ``config`` argument."""
+    return impl.function(**({"config": config} if "config" in impl.argnames else {}))
+
+
 def _origin(plugin_name: str) -> str:
     if plugin_name.endswith("conftest.py"):
         try:
@@ -315,7 +321,7 @@ def _test_registry(request: pytest.FixtureRequest) -> Registry:
     registry = request.config.stash[_BASE_REGISTRY].copy()
     hook = request.node.ihook.pytest_vaurien_add_handlers
     for impl in reversed(hook.get_hookimpls()):
-        registry.add_batch(impl.function(config=request.config), _origin(impl.plugin_name))
+        registry.add_batch(_call_hookimpl(impl, request.config), _origin(impl.plugin_name))
     return registry
 
 

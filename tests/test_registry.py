@@ -58,6 +58,21 @@ def test_handler_from_a_conftest_hook_applies_below_it_only(pytester, echo_serve
     )
 
 
+def test_a_hook_may_leave_out_the_config_argument(pytester, echo_server):
+    pytester.makeconftest(
+        REVERSE
+        + textwrap.dedent("""
+        def pytest_vaurien_add_handlers():
+            return [Reverse]
+    """)
+    )
+    pytester.makepyfile(USES_REVERSE)
+    result = pytester.runpytest(
+        "--vaurien-distant", echo_server.distant, "--vaurien-behavior", "reverse"
+    )
+    result.assert_outcomes(passed=1)
+
+
 def test_handler_by_dotted_path(pytester, echo_server):
     pytester.makepyfile(myhandlers=REVERSE)
     pytester.syspathinsert()
