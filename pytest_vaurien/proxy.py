@@ -84,18 +84,18 @@ def _start_native_thread(target: Any, name: str) -> threading.Thread | None:
     return thread
 
 
-def _resolve(address: Address) -> tuple[int, Any] | None:
+def _resolve(address: Address) -> list[tuple[int, Any]] | None:
     """Resolve once, so each connection connects without a DNS round trip.
 
-    ``None`` (resolve per connection) when the name does not resolve now;
-    connections then fail as a refused backend would.
+    Every address the name has, in the resolver's order (``localhost`` may
+    give ``::1`` first while the backend listens on 127.0.0.1 only). ``None``
+    (resolve per connection) when the name does not resolve now.
     """
     try:
         infos = socket.getaddrinfo(address[0], address[1], type=socket.SOCK_STREAM)
     except OSError:
         return None
-    family, _, _, _, sockaddr = infos[0]
-    return family, sockaddr
+    return [(family, sockaddr) for family, _, _, _, sockaddr in infos]
 
 
 class _BehaviorState:
@@ -153,8 +153,8 @@ class Proxy:
         keep_records: bool = True,
     ) -> None:
         self.distant_address: Address = parse_address(distant, "distant")
-        #: ``(family, sockaddr)`` of the distant, resolved once at start.
-        self.resolved_distant: tuple[int, Any] | None = None
+        #: ``(family, sockaddr)`` for each address of the distant, resolved at start.
+        self.resolved_distant: list[tuple[int, Any]] | None = None
         self.host = host
         self.port = port
         self.name = name

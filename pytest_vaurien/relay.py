@@ -493,11 +493,21 @@ class Connection:
 
 
 def _connect(proxy: Proxy) -> gevent.socket.socket:
-    """Connect to the distant, by the address resolved at start when there is one."""
+    """Connect to the distant, trying each address resolved at start in turn."""
     resolved = proxy.resolved_distant
-    if resolved is None:  # resolve now, through gevent's resolver
+    if not resolved:  # resolve now, through gevent's resolver
         return gevent.socket.create_connection(proxy.distant_address, timeout=proxy.connect_timeout)
-    family, sockaddr = resolved
+    failure: OSError | None = None
+    for family, sockaddr in resolved:
+        try:
+            return _connect_to(family, sockaddr, proxy.connect_timeout)
+        except OSError as error:
+            failure = error
+    assert failure is not None
+    raise failure
+
+
+def _connect_to(family: int, sockaddr: Any, timeout: float) -> gevent.socket.socket:
     sock = gevent.socket.socket(family, socket.SOCK_STREAM)
     try:
         raw = getattr(sock, "_sock", None)
@@ -505,7 +515,7 @@ def _connect(proxy: Proxy) -> gevent.socket.socket:
         if result in (errno.EINPROGRESS, errno.EALREADY, errno.EWOULDBLOCK):
             # not connected at once (a remote or busy backend): gevent waits,
             # bounded by the connect timeout
-            sock.settimeout(proxy.connect_timeout)
+            sock.settimeout(timeout)
             sock.connect(sockaddr)
             sock.settimeout(None)
         elif result not in (0, errno.EISCONN):

@@ -280,3 +280,12 @@ def test_a_proxy_may_keep_no_records_but_still_counts(echo_server):
         assert proxy.accepted == 3
         wait_until(lambda: proxy.open_connections == 0)
     assert [record.index for record in seen] == [0, 1, 2]
+
+
+def test_a_name_with_several_addresses_reaches_the_one_that_listens(echo_server):
+    """``localhost`` may resolve to ::1 first while the backend listens on 127.0.0.1."""
+    proxy = Proxy(f"localhost:{echo_server.address[1]}")
+    with proxy:
+        # as if the resolver had put an address nobody listens on first
+        proxy.resolved_distant = [(socket.AF_INET, refused_address()), *proxy.resolved_distant]
+        assert roundtrip(proxy.address, b"either") == b"either"
