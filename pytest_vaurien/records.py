@@ -8,9 +8,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["ConnectionRecord", "Ending", "Stats", "format_records"]
+from pytest_vaurien.behavior import TRANSPARENT
 
-TRANSPARENT = "dummy"
+__all__ = ["ConnectionRecord", "Ending", "Stats", "format_records"]
 
 
 class Ending(str, enum.Enum):
