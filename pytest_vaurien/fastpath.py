@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING, Any
 import gevent
 
 if TYPE_CHECKING:
+    from pytest_vaurien.chain import Endpoint
     from pytest_vaurien.records import ConnectionRecord
-    from pytest_vaurien.relay import Endpoint
 
 __all__ = ["CHUNKS_PER_WAKEUP", "Stream", "raw_sockets"]
 

@@ -24,7 +24,6 @@ import errno
 import os
 import random
 import socket
-import struct
 import traceback
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -35,8 +34,9 @@ import gevent.socket
 from gevent import GreenletExit
 from gevent.hub import Waiter
 
+from pytest_vaurien.chain import Chain, Endpoint
 from pytest_vaurien.fastpath import Stream, raw_sockets
-from pytest_vaurien.handlers.base import CONNECTION_RANDOM, BaseHandler
+from pytest_vaurien.handlers.base import CONNECTION_RANDOM
 from pytest_vaurien.records import ConnectionRecord, Ending
 
 if TYPE_CHECKING:
@@ -47,179 +47,6 @@ __all__ = ["Connection", "ProxyDown", "serve_connection"]
 
 class ProxyDown(GreenletExit):  # type: ignore[misc]  # gevent ships no types
     """Kills a connection because the proxy was disabled (``Proxy.disable``)."""
-
-
-_LINGER_RESET = struct.pack("ii", 1, 0)
-
-
-class Endpoint:
-    """One side's socket, as handlers see it: a gevent socket that counts.
-
-    ``recv`` remembers EOF (so the relay can tell a half-close from a
-    handler's decision to close) and ``send``/``sendall`` count the bytes
-    that reached this side. Everything else is the gevent socket's.
-    """
-
-    __slots__ = ("connection", "eof", "is_client", "pending", "sock")
-
-    def __init__(self, sock: gevent.socket.socket, connection: Connection, is_client: bool):
-        self.sock = sock
-        self.connection = connection
-        self.is_client = is_client
-        self.eof = False
-        #: Bytes read but not yet handled (the fast path read them just as the
-        #: behavior changed); the next ``recv`` returns them first.
-        self.pending = b""
-
-    def recv(self, size: int, *flags: int) -> bytes:
-        if self.pending:
-            data, self.pending = self.pending[:size], self.pending[size:]
-            return data
-        data = self.sock.recv(size, *flags)
-        if not data:
-            self.eof = True
-        return data  # type: ignore[no-any-return]
-
-    def sendall(self, data: bytes, *flags: int) -> None:
-        self.sock.sendall(data, *flags)
-        self._count(len(data))
-
-    def send(self, data: bytes, *flags: int) -> int:
-        sent: int = self.sock.send(data, *flags)
-        self._count(sent)
-        return sent
-
-    def _count(self, size: int) -> None:
-        record = self.connection.record
-        if self.is_client:
-            record.bytes_to_client += size
-        else:
-            record.bytes_to_backend += size
-
-    def reset(self) -> None:
-        """Close with an RST (``SO_LINGER`` 0): the peer sees ECONNRESET."""
-        try:
-            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
-        except OSError:
-            pass
-        self.sock.close()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.sock, name)
-
-
-class _Feed:
-    """The source a later handler of a chain reads: what the one before sent."""
-
-    def __init__(self, endpoint: Endpoint) -> None:
-        self.endpoint = endpoint
-        self.buffer = bytearray()
-        self.eof = False
-
-    def recv(self, size: int, *flags: int) -> bytes:
-        chunk = bytes(self.buffer[:size])
-        del self.buffer[:size]
-        return chunk
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.endpoint, name)
-
-
-class _Pipe:
-    """The destination of a handler that is not last in its chain.
-
-    Sending into it runs the next handler at once with the data as its
-    source, so delays and slices compose in order. Closing or shutting it
-    down acts on the real socket of that side.
-    """
-
-    def __init__(self, endpoint: Endpoint, stage: _Stage) -> None:
-        self.endpoint = endpoint
-        self.stage = stage
-
-    def sendall(self, data: bytes, *flags: int) -> None:
-        feed = self.stage.source
-        feed.buffer += data
-        while feed.buffer and not self.stage.ended:
-            before = len(feed.buffer)
-            self.stage.run()
-            if len(feed.buffer) == before:
-                break  # the next handler did not read; it keeps the rest
-
-    def send(self, data: bytes, *flags: int) -> int:
-        self.sendall(data)
-        return len(data)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.endpoint, name)
-
-
-class _Stage:
-    """One handler of a chain, in one direction."""
-
-    def __init__(self, handler: BaseHandler, source: Any, dest: Any, to_backend: bool):
-        self.handler = handler
-        self.source = source
-        self.dest = dest
-        self.to_backend = to_backend
-        self.ended = False
-
-    def run(self) -> bool:
-        if self.to_backend:
-            keep = self.handler(self.source, self.dest, True)
-        else:
-            keep = self.handler(self.dest, self.source, False)
-        if not keep:
-            self.ended = True
-        return bool(keep)
-
-
-def _is_transparent(handler_class: type[BaseHandler]) -> bool:
-    """A handler that overrides neither ``__call__`` nor ``_get_data`` (``dummy``)."""
-    return (
-        handler_class.__call__ is BaseHandler.__call__
-        and handler_class._get_data is BaseHandler._get_data
-    )
-
-
-class Chain:
-    """The handlers one connection drew, ready to be called per direction."""
-
-    def __init__(self, handlers: list[BaseHandler], client: Endpoint, backend: Endpoint):
-        self.handlers = handlers
-        #: Every handler relays bytes untouched: the relay may move them itself.
-        self.transparent = all(_is_transparent(type(handler)) for handler in handlers)
-        self._ends = {True: (client, backend), False: (backend, client)}
-        self._directions: dict[bool, list[_Stage]] = {}
-
-    @staticmethod
-    def _stages(
-        handlers: list[BaseHandler], source: Endpoint, dest: Endpoint, to_backend: bool
-    ) -> list[_Stage]:
-        stages: list[_Stage] = []
-        for handler in reversed(handlers):  # from the end: each stage feeds the next
-            target: Any = _Pipe(dest, stages[0]) if stages else dest
-            stages.insert(0, _Stage(handler, _Feed(source), target, to_backend))
-        stages[0].source = source
-        return stages
-
-    def call(self, to_backend: bool) -> bool:
-        """Run the chain for one readable chunk; falsy ends the direction."""
-        stages = self._directions.get(to_backend)
-        if stages is None:  # built on first use: the fast path never needs them
-            source, dest = self._ends[to_backend]
-            stages = self._directions[to_backend] = self._stages(
-                self.handlers, source, dest, to_backend
-            )
-        keep = stages[0].run()
-        ended = [stage for stage in stages[1:] if stage.ended]
-        if not keep and stages[0].source.eof:
-            # pass the EOF down the chain, so a later handler can act on it
-            for stage in stages[1:]:
-                if not stage.ended:
-                    stage.source.eof = True
-                    stage.run()
-        return keep and not ended
 
 
 class Connection:
