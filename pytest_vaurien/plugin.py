@@ -22,7 +22,7 @@ from pytest_vaurien.address import format_address
 from pytest_vaurien.config_file import ConfigFile, read_config_file
 from pytest_vaurien.errors import ProxyError, VaurienError
 from pytest_vaurien.proxy import Proxy
-from pytest_vaurien.records import Stats, format_records
+from pytest_vaurien.records import Stats, render_fault_report
 from pytest_vaurien.registry import Registry, make_plugin_manager, registry_from_plugins
 from pytest_vaurien.settings import (
     Layer,
@@ -282,17 +282,7 @@ def replay_command(item: pytest.Item) -> str:
 
 def fault_report(item: pytest.Item, proxies: list[Proxy]) -> str:
     """What the proxies of ``item`` did, for a failing test's report."""
-    lines = [f"seed {item.config.stash[_SEED]}; replay with: {replay_command(item)}"]
-    for proxy in proxies:
-        records = proxy.connections
-        lines.append("")
-        lines.append(
-            f"proxy {format_address(proxy.address)} -> {proxy.distant}, behavior "
-            f"{proxy.behavior!r}: {len(records)} connection{'s' if len(records) != 1 else ''}"
-        )
-        if records:
-            lines.append(format_records(records))
-    return "\n".join(lines)
+    return render_fault_report(item.config.stash[_SEED], replay_command(item), proxies)
 
 
 def pytest_report_header(config: pytest.Config) -> str:

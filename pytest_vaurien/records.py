@@ -5,12 +5,17 @@ from __future__ import annotations
 import enum
 import time
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from pytest_vaurien.address import format_address
 from pytest_vaurien.behavior import TRANSPARENT
 
-__all__ = ["ConnectionRecord", "Ending", "Stats", "format_records"]
+if TYPE_CHECKING:
+    from pytest_vaurien.proxy import Proxy
+
+__all__ = ["ConnectionRecord", "Ending", "Stats", "format_records", "render_fault_report"]
 
 
 class Ending(str, enum.Enum):
@@ -145,3 +150,19 @@ def format_records(records: list[ConnectionRecord]) -> str:
         + row[-1]
         for row in rows
     )
+
+
+def render_fault_report(seed: int, replay: str, proxies: Sequence[Proxy]) -> str:
+    """A failing test's ``vaurien`` section: the seed, the replay command, and
+    each proxy's addresses, behavior and connections."""
+    lines = [f"seed {seed}; replay with: {replay}"]
+    for proxy in proxies:
+        records = proxy.connections
+        lines.append("")
+        lines.append(
+            f"proxy {format_address(proxy.address)} -> {proxy.distant}, behavior "
+            f"{proxy.behavior!r}: {len(records)} connection{'s' if len(records) != 1 else ''}"
+        )
+        if records:
+            lines.append(format_records(records))
+    return "\n".join(lines)
