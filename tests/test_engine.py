@@ -147,7 +147,9 @@ def test_no_thread_left_after_200_proxies(echo_server):
     for _ in range(200):
         with Proxy(echo_server.address) as proxy:
             assert roundtrip(proxy.address, b"x") == b"x"
-    assert set(threading.enumerate()) - before == set()
+    # the echo backend's own threads may still be finishing: look at the proxy's
+    left = [t for t in set(threading.enumerate()) - before if t.name.startswith("vaurien-proxy")]
+    assert left == []
     wait_until(lambda: len(os.listdir("/proc/self/fd")) <= fds)
 
 
