@@ -20,7 +20,7 @@ import pytest
 
 from pytest_vaurien.address import format_address
 from pytest_vaurien.config_file import ConfigFile, read_config_file
-from pytest_vaurien.errors import ProxyError, VaurienError
+from pytest_vaurien.errors import ConfigError, ProxyError, VaurienError
 from pytest_vaurien.proxy import Proxy
 from pytest_vaurien.records import Stats, render_fault_report
 from pytest_vaurien.registry import Registry, make_plugin_manager, registry_from_plugins
@@ -164,13 +164,19 @@ def _read_config_file(config: pytest.Config) -> ConfigFile | None:
     """``--vaurien-config`` (relative to the invocation directory), else
     ``vaurien_config`` (relative to the ini file)."""
     flag = config.getoption("vaurien_config")
-    if flag:
-        return read_config_file(Path(config.invocation_params.dir, flag))
     ini_value = config.getini("vaurien_config")
-    if ini_value:
+    if flag:
+        where, path = "--vaurien-config", Path(config.invocation_params.dir, flag)
+    elif ini_value:
         base = config.inipath.parent if config.inipath else config.rootpath
-        return read_config_file(base / ini_value)
-    return None
+        ini_name = config.inipath.name if config.inipath else "ini file"
+        where, path = f"vaurien_config ({ini_name})", base / ini_value
+    else:
+        return None
+    try:
+        return read_config_file(path)
+    except VaurienError as error:
+        raise ConfigError(f"{where}: {error}") from None
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:

@@ -349,4 +349,10 @@ def test_the_plugin_reads_the_same_file(pytester, backend):
     )
     bad = pytester.runpytest("--vaurien-config", "nope.ini")
     assert bad.ret == pytest.ExitCode.USAGE_ERROR
-    bad.stderr.fnmatch_lines(["ERROR: config file '*nope.ini': cannot read it: *"])
+    bad.stderr.fnmatch_lines(
+        ["ERROR: --vaurien-config: config file '*nope.ini': cannot read it: *"]
+    )
+    pytester.makeini("[pytest]\nvaurien_config = missing.ini\n")
+    bad = pytester.runpytest()
+    assert bad.ret == pytest.ExitCode.USAGE_ERROR
+    bad.stderr.fnmatch_lines(["ERROR: vaurien_config (tox.ini): config file '*missing.ini': *"])
