@@ -266,7 +266,7 @@ class Proxy:
         options: Mapping[str, Mapping[str, Any]],
         reusable: Mapping[str, BaseHandler],
     ) -> _BehaviorState:
-        behavior = spec if isinstance(spec, Behavior) else parse_behavior(spec, "behavior")
+        behavior = parse_behavior(spec, "behavior")
         targets = self._registry.option_targets(behavior)
         for name, values in options.items():
             if name not in targets:
@@ -279,16 +279,14 @@ class Proxy:
         for name in behavior.names:
             handler_class = self._registry.resolve(name, f"behavior {str(spec)!r}")
             settings = {**options.get(handler_class.name, {}), **options.get(name, {})}
+            new = handler_class(settings, self)
             old = reusable.get(name)
-            if (
-                old is not None
-                and type(old) is handler_class
-                and old.settings == handler_class(settings, self).settings
-            ):
-                instances[name] = old
-            else:
-                instances[name] = handler_class(settings, self)
-        return _BehaviorState(str(spec), behavior, options, instances)
+            # an unchanged handler keeps its instance, and so its counters
+            unchanged = (
+                old is not None and type(old) is handler_class and old.settings == new.settings
+            )
+            instances[name] = old if unchanged and old is not None else new
+        return _BehaviorState(spec, behavior, options, instances)
 
     # -- down and up -----------------------------------------------------
 
