@@ -20,10 +20,19 @@ from pytest_vaurien.handlers.base import BaseHandler
 if TYPE_CHECKING:
     from pytest_vaurien.relay import Connection
 
-__all__ = ["Chain", "Endpoint"]
+__all__ = ["Chain", "Endpoint", "reset_socket"]
 
 
 _LINGER_RESET = struct.pack("ii", 1, 0)
+
+
+def reset_socket(sock: gevent.socket.socket) -> None:
+    """Close ``sock`` with an RST (``SO_LINGER`` 0): the peer sees ECONNRESET."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
+    except OSError:
+        pass
+    sock.close()
 
 
 class Endpoint:
@@ -72,11 +81,7 @@ class Endpoint:
 
     def reset(self) -> None:
         """Close with an RST (``SO_LINGER`` 0): the peer sees ECONNRESET."""
-        try:
-            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
-        except OSError:
-            pass
-        self.sock.close()
+        reset_socket(self.sock)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.sock, name)

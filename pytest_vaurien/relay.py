@@ -34,7 +34,7 @@ import gevent.socket
 from gevent import GreenletExit
 from gevent.hub import Waiter
 
-from pytest_vaurien.chain import Chain, Endpoint
+from pytest_vaurien.chain import Chain, Endpoint, reset_socket
 from pytest_vaurien.fastpath import Stream, raw_sockets
 from pytest_vaurien.handlers.base import CONNECTION_RANDOM
 from pytest_vaurien.records import ConnectionRecord, Ending
@@ -201,8 +201,9 @@ class Connection:
         behavior changed. Errors are raised."""
         waiter = Waiter()
         streams = self._untouched_streams((to_backend,), lambda _, result: waiter.switch(result))
-        if streams is None:  # pragma: no cover - other gevent internals
-            return self._relay_untouched_slowly(to_backend)
+        if streams is None:  # pragma: no cover - other gevent internals: the handler path
+            self.chain().transparent = False
+            return True
         streams[0].start()
         try:
             result = waiter.get()
@@ -236,7 +237,8 @@ class Connection:
                 waiter.switch(False)
 
         streams = self._untouched_streams((True, False), on_end)
-        if streams is None:  # pragma: no cover - other gevent internals
+        if streams is None:  # pragma: no cover - other gevent internals: the handler path
+            self.chain().transparent = False
             return False
         for stream in streams:
             stream.start()
@@ -246,27 +248,12 @@ class Connection:
             for stream in streams:
                 stream.close()
 
-    def _relay_untouched_slowly(self, to_backend: bool) -> bool:  # pragma: no cover
-        """The fast path's semantics through the gevent socket API."""
-        source, dest = (self.client, self.backend) if to_backend else (self.backend, self.client)
-        state = self._behavior
-        size = self.proxy.read_size
-        while True:
-            data = source.recv(size)
-            if not data:
-                return False
-            if self.proxy._behavior_state is not state:
-                source.pending = data + source.pending
-                return True
-            dest.sendall(data)
-
     def _record_failure(self, error: BaseException, to_backend: bool) -> None:
         if isinstance(error, OSError):
             side = "client" if to_backend else "backend"
             self.record.end(Ending.RESET, f"{side} side: {error.strerror or error}")
         else:
-            lines = traceback.format_exception(type(error), error, error.__traceback__, limit=-4)
-            self.record.end(Ending.ERROR, "".join(lines).strip())
+            self.record.end(Ending.ERROR, _format_error(error))
 
     def _finish(self, to_backend: bool, outcome: str) -> None:
         self._finished[to_backend] = outcome
@@ -311,12 +298,18 @@ class Connection:
         except GreenletExit:
             self.record.end(Ending.PROXY_STOPPED)
             raise
-        except Exception:
-            self.record.end(Ending.ERROR, traceback.format_exc(limit=-4).strip())
+        except Exception as error:
+            self.record.end(Ending.ERROR, _format_error(error))
         finally:
             gevent.killall(pumps + self._helpers, block=True, timeout=0.5)
             for endpoint in (self.client, self.backend):
                 endpoint.sock.close()
+
+
+def _format_error(error: BaseException) -> str:
+    """The last frames of a handler's exception, for its connection record."""
+    lines = traceback.format_exception(type(error), error, error.__traceback__, limit=-4)
+    return "".join(lines).strip()
 
 
 def _connect(proxy: Proxy) -> gevent.socket.socket:
@@ -365,7 +358,7 @@ def serve_connection(
         raise
     except OSError as error:
         record.end(Ending.BACKEND_REFUSED, str(error.strerror or error))
-        Endpoint(client_sock, None, True).reset()  # type: ignore[arg-type]
+        reset_socket(client_sock)
         return
     for sock in (client_sock, backend_sock):
         try:
