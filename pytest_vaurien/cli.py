@@ -127,8 +127,7 @@ def parse_handler_flags(extras: Sequence[str]) -> dict[tuple[str, str], str]:
 def _registry(config: ConfigFile | None) -> Registry:
     registry = registry_from_plugins(make_plugin_manager())
     if config is not None:
-        for name, path in config.aliases.items():
-            registry.alias(name, path, f"[handler:{name}] in {str(config.path)!r}")
+        config.register_aliases(registry)
     return registry
 
 

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pytest_vaurien.errors import ConfigError
+from pytest_vaurien.registry import Registry
 from pytest_vaurien.settings import Layer
 
 __all__ = ["ConfigFile", "read_config_file"]
@@ -46,6 +47,11 @@ class ConfigFile:
     local: str | None = None
     #: ``[handler:NAME] callable = dotted.path`` -> ``{NAME: dotted.path}``
     aliases: dict[str, str] = field(default_factory=dict)
+
+    def register_aliases(self, registry: Registry) -> None:
+        """Make each ``[handler:NAME]`` with a ``callable`` a handler name in ``registry``."""
+        for name, path in self.aliases.items():
+            registry.alias(name, path, f"[handler:{name}] in {str(self.path)!r}")
 
 
 def read_config_file(path: str | Path) -> ConfigFile:

@@ -20,7 +20,7 @@ import pytest
 
 from pytest_vaurien.address import format_address
 from pytest_vaurien.config_file import ConfigFile, read_config_file
-from pytest_vaurien.errors import ConfigError, ProxyError, VaurienError
+from pytest_vaurien.errors import ConfigError, HandlerError, ProxyError, VaurienError
 from pytest_vaurien.proxy import Proxy
 from pytest_vaurien.records import Stats, render_fault_report
 from pytest_vaurien.registry import Registry, make_plugin_manager, registry_from_plugins
@@ -147,8 +147,7 @@ def pytest_configure(config: pytest.Config) -> None:
         config_file = _read_config_file(config)
         if config_file is not None:
             layers.insert(0, config_file.layer)
-            for name, path in config_file.aliases.items():
-                base.alias(name, path, f"[handler:{name}] in {str(config_file.path)!r}")
+            config_file.register_aliases(base)
         resolve(layers).validate(_known_registry(config, base), skip_unknown=True)
     except VaurienError as error:
         raise pytest.UsageError(str(error)) from None
@@ -204,12 +203,32 @@ def _known_registry(config: pytest.Config, base: Registry) -> Registry:
     Collisions are left for the tests to report: sibling conftests may each
     define a name for their own directory.
     """
+    impls = config.hook.pytest_vaurien_add_handlers.get_hookimpls()
+    return _with_hook_handlers(base, impls, config, tolerant=True)
+
+
+def _with_hook_handlers(
+    base: Registry, impls: list[Any], config: pytest.Config, *, tolerant: bool = False
+) -> Registry:
+    """A copy of ``base`` with what each ``pytest_vaurien_add_handlers``
+    implementation returns, called as pluggy would (last registered first;
+    ``config`` only to those that take it).
+
+    :param tolerant: skip an implementation that fails or collides.
+    """
     registry = base.copy()
-    for impl in config.hook.pytest_vaurien_add_handlers.get_hookimpls():
+    for impl in reversed(impls):
+        origin = _origin(impl.plugin_name)
         try:
-            registry.add_batch(_call_hookimpl(impl, config), _origin(impl.plugin_name))
+            kwargs = {"config": config} if "config" in impl.argnames else {}
+            try:
+                batch = impl.function(**kwargs)
+            except Exception as error:
+                raise HandlerError(f"{origin} failed: {error!r}") from error
+            registry.add_batch(batch, origin)
         except VaurienError:
-            pass
+            if not tolerant:
+                raise
     return registry
 
 
@@ -296,12 +315,6 @@ def pytest_report_header(config: pytest.Config) -> str:
     return f"vaurien: seed={seed}"
 
 
-def _call_hookimpl(impl: Any, config: pytest.Config) -> object:
-    """Call one ``pytest_vaurien_add_handlers`` implementation, as pluggy would:
-    an implementation may leave out the ``config`` argument."""
-    return impl.function(**({"config": config} if "config" in impl.argnames else {}))
-
-
 def _origin(plugin_name: str) -> str:
     if plugin_name.endswith("conftest.py"):
         try:
@@ -314,11 +327,8 @@ def _origin(plugin_name: str) -> str:
 
 def _test_registry(request: pytest.FixtureRequest) -> Registry:
     """Built-ins and entry points, plus what this test's conftests add."""
-    registry = request.config.stash[_BASE_REGISTRY].copy()
-    hook = request.node.ihook.pytest_vaurien_add_handlers
-    for impl in reversed(hook.get_hookimpls()):
-        registry.add_batch(_call_hookimpl(impl, request.config), _origin(impl.plugin_name))
-    return registry
+    impls = request.node.ihook.pytest_vaurien_add_handlers.get_hookimpls()
+    return _with_hook_handlers(request.config.stash[_BASE_REGISTRY], impls, request.config)
 
 
 def _marker_layers(item: pytest.Item) -> list[Layer]:
