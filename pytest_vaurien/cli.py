@@ -23,8 +23,9 @@ from typing import Any, NoReturn
 from pytest_vaurien import __version__
 from pytest_vaurien.address import format_address, parse_address
 from pytest_vaurien.config_file import ConfigFile, read_config_file
+from pytest_vaurien.engine.proxy import Proxy
 from pytest_vaurien.errors import VaurienError
-from pytest_vaurien.proxy import Proxy
+from pytest_vaurien.plan import check_settings
 from pytest_vaurien.records import ConnectionRecord
 from pytest_vaurien.registry import Registry, make_plugin_manager, registry_from_plugins
 from pytest_vaurien.settings import Layer, resolve
@@ -158,8 +159,8 @@ def _main(argv: list[str]) -> int:
         behavior_source="--behavior",
     )
     settings = resolve([config.layer, command_line] if config else [command_line])
-    settings.validate(registry)
     if settings.distant is None:
+        check_settings(settings, registry)  # a bad behavior is the first thing to say
         raise UsageError(
             "no backend: give --distant HOST:PORT or 'distant' in the [vaurien] section of --config"
         )
@@ -170,12 +171,9 @@ def _main(argv: list[str]) -> int:
         level=args.log_level.upper(),
         format="%(asctime)s vaurien %(levelname)s %(message)s",
     )
-    proxy = Proxy(
-        settings.distant,
-        settings.behavior.spec or str(settings.behavior),
-        options={name: settings.options_for(name) for name in settings.options},
+    proxy = Proxy.from_settings(
+        settings,
         registry=registry,
-        seed=settings.seed,
         host=local[0],
         port=local[1],
         name="vaurien-proxy",

@@ -20,8 +20,9 @@ import pytest
 
 from pytest_vaurien.address import format_address
 from pytest_vaurien.config_file import ConfigFile, read_config_file
+from pytest_vaurien.engine.proxy import Proxy
 from pytest_vaurien.errors import ConfigError, HandlerError, ProxyError, VaurienError
-from pytest_vaurien.proxy import Proxy
+from pytest_vaurien.plan import check_settings
 from pytest_vaurien.records import Stats, render_fault_report
 from pytest_vaurien.registry import Registry, make_plugin_manager, registry_from_plugins
 from pytest_vaurien.settings import (
@@ -148,7 +149,7 @@ def pytest_configure(config: pytest.Config) -> None:
         if config_file is not None:
             layers.insert(0, config_file.layer)
             config_file.register_aliases(base)
-        resolve(layers).validate(_known_registry(config, base), skip_unknown=True)
+        check_settings(resolve(layers), _known_registry(config, base), skip_unknown=True)
     except VaurienError as error:
         raise pytest.UsageError(str(error)) from None
     config.stash[_BASE_REGISTRY] = base
@@ -192,7 +193,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         return
     layers: list[Layer] = config.stash[_LAYERS]
     try:
-        resolve(layers).validate(_known_registry(config, config.stash[_BASE_REGISTRY]))
+        check_settings(resolve(layers), _known_registry(config, config.stash[_BASE_REGISTRY]))
     except VaurienError as error:
         raise pytest.UsageError(str(error)) from None
 
@@ -425,18 +426,14 @@ def vaurien_proxy_factory(request: pytest.FixtureRequest) -> Iterator[ProxyFacto
 def _start(
     item: pytest.Item, registry: Registry, settings: Settings, proxies: list[Proxy]
 ) -> Proxy:
-    settings.validate(registry)
-    assert settings.distant is not None  # every caller sets one
     index = item.stash.get(_PROXY_COUNT, 0)
-    item.stash[_PROXY_COUNT] = index + 1
-    proxy = Proxy(
-        settings.distant,
-        settings.behavior.spec or str(settings.behavior),
-        options={name: settings.options_for(name) for name in settings.options},
+    proxy = Proxy.from_settings(
+        settings,
         registry=registry,
         seed=_proxy_seed(item, index),
         name=f"vaurien-proxy[{item.nodeid}]" + (f"#{index}" if index else ""),
     )
+    item.stash[_PROXY_COUNT] = index + 1
     proxies.append(proxy.start())
     item.stash.setdefault(_ITEM_PROXIES, []).append(proxy)
     return proxy

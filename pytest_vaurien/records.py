@@ -7,15 +7,19 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-from pytest_vaurien.address import format_address
+from pytest_vaurien.address import Address, format_address
 from pytest_vaurien.behavior import TRANSPARENT
 
-if TYPE_CHECKING:
-    from pytest_vaurien.proxy import Proxy
-
-__all__ = ["ConnectionRecord", "Ending", "Stats", "format_records", "render_fault_report"]
+__all__ = [
+    "ConnectionRecord",
+    "Ending",
+    "Reported",
+    "Stats",
+    "format_records",
+    "render_fault_report",
+]
 
 
 class Ending(str, enum.Enum):
@@ -152,7 +156,23 @@ def format_records(records: list[ConnectionRecord]) -> str:
     )
 
 
-def render_fault_report(seed: int, replay: str, proxies: Sequence[Proxy]) -> str:
+class Reported(Protocol):
+    """What the fault report reads of a proxy."""
+
+    @property
+    def address(self) -> Address: ...
+
+    @property
+    def distant(self) -> str: ...
+
+    @property
+    def behavior(self) -> str: ...
+
+    @property
+    def connections(self) -> list[ConnectionRecord]: ...
+
+
+def render_fault_report(seed: int, replay: str, proxies: Sequence[Reported]) -> str:
     """A failing test's ``vaurien`` section: the seed, the replay command, and
     each proxy's addresses, behavior and connections."""
     lines = [f"seed {seed}; replay with: {replay}"]

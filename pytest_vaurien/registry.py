@@ -14,7 +14,6 @@ from dataclasses import dataclass
 
 import pluggy
 
-from pytest_vaurien import handlers as builtin
 from pytest_vaurien import hookspecs
 from pytest_vaurien.behavior import Behavior
 from pytest_vaurien.errors import ConfigError, HandlerError
@@ -37,6 +36,8 @@ def make_plugin_manager(load_entrypoints: bool = True) -> pluggy.PluginManager:
     """The ``vaurien`` plugin manager: built-ins plus the ``vaurien`` entry points."""
     manager = pluggy.PluginManager(hookspecs.PROJECT)
     manager.add_hookspecs(hookspecs)
+    from pytest_vaurien.handlers import builtin  # the faults load gevent: only when needed
+
     manager.register(builtin, name=BUILTIN_ORIGIN)
     if load_entrypoints:
         manager.load_setuptools_entrypoints(hookspecs.PROJECT)

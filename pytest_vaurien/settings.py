@@ -16,7 +16,6 @@ from typing import Any
 from pytest_vaurien.address import Address, parse_address
 from pytest_vaurien.behavior import Behavior, parse_behavior
 from pytest_vaurien.errors import ConfigError
-from pytest_vaurien.registry import Registry
 
 __all__ = [
     "Layer",
@@ -24,6 +23,7 @@ __all__ = [
     "Sourced",
     "parse_handler_assignment",
     "parse_handler_lines",
+    "parse_marker_options",
     "resolve",
 ]
 
@@ -80,38 +80,6 @@ class Settings:
     behavior_source: str = "default"
     options: Mapping[str, Mapping[str, Sourced]] = field(default_factory=dict)
     seed: int | None = None
-
-    def options_for(self, name: str) -> dict[str, Any]:
-        """The raw option values configured for one handler name."""
-        return {option: sourced.value for option, sourced in self.options.get(name, {}).items()}
-
-    def validate(self, registry: Registry, *, skip_unknown: bool = False) -> None:
-        """Check the behavior's names and every option against the handler classes.
-
-        :param skip_unknown: leave names ``registry`` does not know, and their
-            options (they may come from a ``conftest.py`` not loaded yet).
-        :raises ConfigError: naming the source, the handler, the option and
-            the value.
-        """
-        for name in self.behavior.names:
-            if not (skip_unknown and name not in registry.names and "." not in name):
-                registry.resolve(name, self.behavior_source)
-        targets = registry.option_targets(self.behavior)
-        for name, options in self.options.items():
-            source = next(iter(options.values())).source
-            handler = targets.get(name)
-            if handler is None:
-                if skip_unknown and "." not in name:
-                    continue
-                raise ConfigError(
-                    f"{source}: options given for unknown handler {name!r}; "
-                    f"known: {', '.join(sorted(targets))}"
-                )
-            for option, sourced in options.items():
-                try:
-                    handler.convert_option(option, sourced.value)
-                except ConfigError as error:
-                    raise ConfigError(f"{sourced.source}: {error}") from None
 
 
 def resolve(layers: Iterable[Layer]) -> Settings:

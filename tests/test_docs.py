@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_vaurien.handlers import BUILTIN_HANDLERS
+from pytest_vaurien.handlers.builtin import BUILTIN_HANDLERS
 
 ROOT = Path(__file__).resolve().parent.parent
 

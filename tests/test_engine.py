@@ -289,5 +289,6 @@ def test_a_name_with_several_addresses_reaches_the_one_that_listens(echo_server)
     proxy = Proxy(f"localhost:{echo_server.address[1]}")
     with proxy:
         # as if the resolver had put an address nobody listens on first
-        proxy.resolved_distant = [(socket.AF_INET, refused_address()), *proxy.resolved_distant]
+        upstream = proxy.upstream
+        upstream.resolved = [(socket.AF_INET, refused_address()), *(upstream.resolved or [])]
         assert roundtrip(proxy.address, b"either") == b"either"

@@ -202,5 +202,8 @@ def test_resolve_takes_layers_from_low_to_high():
     assert settings.distant == ("127.0.0.1", 1)
     assert settings.distant_source == "ini"
     assert str(settings.behavior) == "20:delay"
-    assert settings.options_for("delay") == {"sleep": "2", "before": False}
+    assert {k: s.value for k, s in settings.options["delay"].items()} == {
+        "sleep": "2",
+        "before": False,
+    }
     assert settings.options["delay"]["sleep"].source == "cli"

@@ -1,45 +1,13 @@
-"""Built-in handlers, one module per fault, and the handler API."""
+"""The handler API (``BaseHandler``, the typed context) and one module per fault.
+
+``from pytest_vaurien.handlers import BaseHandler`` is the documented import;
+the built-in faults live in their own modules, gathered by
+:mod:`pytest_vaurien.handlers.builtin`.
+"""
 
 from __future__ import annotations
 
-from pytest_vaurien.handlers.abort import Abort
-from pytest_vaurien.handlers.bandwidth import Bandwidth
 from pytest_vaurien.handlers.base import BaseHandler
-from pytest_vaurien.handlers.blackout import Blackout
-from pytest_vaurien.handlers.delay import Delay
-from pytest_vaurien.handlers.dummy import Dummy
-from pytest_vaurien.handlers.error import Error
-from pytest_vaurien.handlers.hang import Hang
-from pytest_vaurien.handlers.latency import Latency
-from pytest_vaurien.handlers.limit_data import LimitData
-from pytest_vaurien.handlers.reset_peer import ResetPeer
-from pytest_vaurien.handlers.slicer import Slicer
-from pytest_vaurien.handlers.slow_close import SlowClose
-from pytest_vaurien.handlers.timeout import Timeout
-from pytest_vaurien.handlers.transient import Transient
-from pytest_vaurien.hookspecs import hookimpl
+from pytest_vaurien.handlers.context import ConnectionView, ProxyInfo, SocketView
 
-__all__ = ["BUILTIN_HANDLERS", "BaseHandler", "vaurien_add_handlers"]
-
-BUILTIN_HANDLERS: tuple[type[BaseHandler], ...] = (
-    Abort,
-    Bandwidth,
-    Blackout,
-    Delay,
-    Dummy,
-    Error,
-    Hang,
-    Latency,
-    LimitData,
-    ResetPeer,
-    Slicer,
-    SlowClose,
-    Timeout,
-    Transient,
-)
-
-
-@hookimpl
-def vaurien_add_handlers() -> list[type[BaseHandler]]:
-    """The built-ins enter the registry through the same hook as plugins."""
-    return list(BUILTIN_HANDLERS)
+__all__ = ["BaseHandler", "ConnectionView", "ProxyInfo", "SocketView"]

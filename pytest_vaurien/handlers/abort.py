@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from pytest_vaurien.handlers.base import BaseHandler
+from pytest_vaurien.handlers.context import SocketView
 
 __all__ = ["Abort"]
 
@@ -15,7 +14,7 @@ class Abort(BaseHandler):
     name = "abort"
     options = {}
 
-    def __call__(self, client_sock: Any, backend_sock: Any, to_backend: bool) -> bool:
+    def __call__(self, client_sock: SocketView, backend_sock: SocketView, to_backend: bool) -> bool:
         data = self._get_data(client_sock, backend_sock, to_backend)
         if to_backend and data:
             backend_sock.sendall(data)

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import time
-from typing import Any
 
 import gevent
 
 from pytest_vaurien.handlers.base import BaseHandler
+from pytest_vaurien.handlers.context import SocketView
 from pytest_vaurien.handlers.streams import DIRECTION_OPTION, affects, relay
 
 __all__ = ["Bandwidth"]
@@ -31,7 +31,7 @@ class Bandwidth(BaseHandler):
         "direction": DIRECTION_OPTION,
     }
 
-    def __call__(self, client_sock: Any, backend_sock: Any, to_backend: bool) -> bool:
+    def __call__(self, client_sock: SocketView, backend_sock: SocketView, to_backend: bool) -> bool:
         rate = self.option("rate") * KB
         if rate <= 0 or not affects(self, to_backend):
             return relay(self, client_sock, backend_sock, to_backend)
@@ -39,8 +39,8 @@ class Bandwidth(BaseHandler):
         if not data:
             return False
         dest = backend_sock if to_backend else client_sock
-        state = client_sock.connection.state
-        key = (id(self), to_backend)
+        state = client_sock.connection.state_for(self)
+        key = ("due", to_backend)
         # the schedule: when the next byte may leave. Kept across chunks, so the
         # time spent reading does not slow the rate down; a link idle for more
         # than a slice starts afresh, earning no credit for a burst.

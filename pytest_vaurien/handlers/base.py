@@ -14,8 +14,9 @@ from contextvars import ContextVar
 from typing import Any, ClassVar
 
 from pytest_vaurien.errors import ConfigError, HandlerError
+from pytest_vaurien.handlers.context import ConnectionView, ProxyInfo, SocketView
 
-__all__ = ["BaseHandler", "OptionSpec", "convert_value", "option_names"]
+__all__ = ["BaseHandler", "ConvertedOptions", "OptionSpec", "convert_value", "option_names"]
 
 #: ``(description, type, default)`` or ``(description, type, default, choices)``.
 OptionSpec = tuple[Any, ...]
@@ -34,9 +35,15 @@ DEFAULT_READ_SIZE = 65536
 #: The connection (and its stream: ``"draw"``, ``"up"``, ``"down"``) the
 #: current greenlet relays; the relay sets it, so that ``BaseHandler.random``
 #: is reproducible per connection whatever other connections do.
-CONNECTION_RANDOM: ContextVar[tuple[Any, str] | None] = ContextVar(
+CONNECTION_RANDOM: ContextVar[tuple[ConnectionView, str] | None] = ContextVar(
     "vaurien_connection_random", default=None
 )
+
+
+class ConvertedOptions(dict[str, Any]):
+    """Option values already converted to their declared types (by the fault
+    plan, which names the source of a bad one): ``BaseHandler`` takes them
+    as they are instead of converting them a second time."""
 
 
 def convert_value(value: Any, kind: type, choices: Any = None) -> Any:
@@ -94,11 +101,16 @@ class BaseHandler:
     #: Option name -> ``(description, type, default[, choices])``.
     options: ClassVar[Mapping[str, OptionSpec]] = {}
 
-    def __init__(self, settings: Mapping[str, Any] | None = None, proxy: Any = None) -> None:
+    def __init__(
+        self, settings: Mapping[str, Any] | None = None, proxy: ProxyInfo | None = None
+    ) -> None:
         self.proxy = proxy
         self.settings: dict[str, Any] = {}
-        for option, value in (settings or {}).items():
-            self.settings[option] = self.convert_option(option, value)
+        if isinstance(settings, ConvertedOptions):
+            self.settings.update(settings)
+        else:
+            for option, value in (settings or {}).items():
+                self.settings[option] = self.convert_option(option, value)
 
     @classmethod
     def describe(cls) -> str:
@@ -159,26 +171,28 @@ class BaseHandler:
         current = CONNECTION_RANDOM.get()
         if current is not None:
             connection, stream = current
-            return connection.random(stream)  # type: ignore[no-any-return]
-        source = getattr(self.proxy, "random", None)
-        if source is None:
-            source = self.__dict__.setdefault("_random", random.Random())
-        return source  # type: ignore[no-any-return]
+            return connection.random(stream)
+        if self.proxy is not None:
+            return self.proxy.random
+        own: random.Random = self.__dict__.setdefault("_random", random.Random())
+        return own
 
-    def on_connection(self, connection: Any) -> None:
+    def on_connection(self, connection: ConnectionView) -> None:
         """Called once for each connection this handler is given.
 
         Override to count connections (``warmup``) or to set up state kept
-        in ``connection.state``; the default does nothing.
+        in ``connection.state_for(self)``; the default does nothing.
         """
 
-    def _get_data(self, client_sock: Any, backend_sock: Any, to_backend: bool) -> bytes:
+    def _get_data(
+        self, client_sock: SocketView, backend_sock: SocketView, to_backend: bool
+    ) -> bytes:
         """Read what is waiting on the source side; ``b""`` means it closed."""
         source = client_sock if to_backend else backend_sock
-        size = getattr(self.proxy, "read_size", DEFAULT_READ_SIZE)
-        return source.recv(size)  # type: ignore[no-any-return]
+        size = self.proxy.read_size if self.proxy is not None else DEFAULT_READ_SIZE
+        return source.recv(size)
 
-    def __call__(self, client_sock: Any, backend_sock: Any, to_backend: bool) -> bool:
+    def __call__(self, client_sock: SocketView, backend_sock: SocketView, to_backend: bool) -> bool:
         """Relay one chunk unchanged; return falsy to end this direction."""
         data = self._get_data(client_sock, backend_sock, to_backend)
         if data:

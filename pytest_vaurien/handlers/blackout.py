@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from pytest_vaurien.handlers.base import BaseHandler
+from pytest_vaurien.handlers.context import SocketView
 
 __all__ = ["Blackout"]
 
@@ -15,6 +14,6 @@ class Blackout(BaseHandler):
     name = "blackout"
     options = {}
 
-    def __call__(self, client_sock: Any, backend_sock: Any, to_backend: bool) -> bool:
+    def __call__(self, client_sock: SocketView, backend_sock: SocketView, to_backend: bool) -> bool:
         self._get_data(client_sock, backend_sock, to_backend)
         return False

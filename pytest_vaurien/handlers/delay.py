@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from pytest_vaurien.handlers.base import BaseHandler
+from pytest_vaurien.handlers.context import SocketView
 from pytest_vaurien.handlers.streams import forward_later, relay
 
 __all__ = ["Delay", "jittered"]
@@ -37,7 +36,7 @@ class Delay(BaseHandler):
         jitter: float = self.option("jitter")
         return jittered(self, sleep, jitter)
 
-    def __call__(self, client_sock: Any, backend_sock: Any, to_backend: bool) -> bool:
+    def __call__(self, client_sock: SocketView, backend_sock: SocketView, to_backend: bool) -> bool:
         if to_backend != self.option("before"):
             return relay(self, client_sock, backend_sock, to_backend)
         return forward_later(self, client_sock, backend_sock, to_backend, self.pause())

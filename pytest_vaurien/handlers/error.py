@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from pytest_vaurien.handlers.base import BaseHandler
+from pytest_vaurien.handlers.context import ConnectionView, ProxyInfo, SocketView
 
 __all__ = ["Error"]
 
@@ -26,13 +28,15 @@ class Error(BaseHandler):
         "warmup": ("Connections to let through before erroring", int, 0),
     }
 
-    def __init__(self, settings: Any = None, proxy: Any = None) -> None:
+    def __init__(
+        self, settings: Mapping[str, Any] | None = None, proxy: ProxyInfo | None = None
+    ) -> None:
         super().__init__(settings, proxy)
         self.connections_given = 0
 
-    def on_connection(self, connection: Any) -> None:
+    def on_connection(self, connection: ConnectionView) -> None:
         self.connections_given += 1
-        connection.state[self.name] = self.is_faulty(self.connections_given)
+        connection.state_for(self)["faulty"] = self.is_faulty(self.connections_given)
 
     def is_faulty(self, number: int) -> bool:
         """Whether the connection this handler got as ``number`` (from 1) errs."""
@@ -43,11 +47,11 @@ class Error(BaseHandler):
         """Random bytes from the proxy's seeded random source."""
         return self.random.randbytes(GARBAGE_SIZE)
 
-    def __call__(self, client_sock: Any, backend_sock: Any, to_backend: bool) -> bool:
+    def __call__(self, client_sock: SocketView, backend_sock: SocketView, to_backend: bool) -> bool:
         data = self._get_data(client_sock, backend_sock, to_backend)
         if not data:
             return False
-        faulty = client_sock.connection.state.get(self.name, True)
+        faulty = client_sock.connection.state_for(self).get("faulty", True)
         if to_backend or not faulty:
             (backend_sock if to_backend else client_sock).sendall(data)
             return True

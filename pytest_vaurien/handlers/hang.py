@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import gevent
 
 from pytest_vaurien.handlers.base import BaseHandler
+from pytest_vaurien.handlers.context import SocketView
 
 __all__ = ["Hang"]
 
@@ -29,7 +28,7 @@ class Hang(BaseHandler):
         ),
     }
 
-    def __call__(self, client_sock: Any, backend_sock: Any, to_backend: bool) -> bool:
+    def __call__(self, client_sock: SocketView, backend_sock: SocketView, to_backend: bool) -> bool:
         if self._get_data(client_sock, backend_sock, to_backend):
             return True
         if self.option("close_on_eof"):

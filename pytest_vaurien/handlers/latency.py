@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from pytest_vaurien.handlers.base import BaseHandler
+from pytest_vaurien.handlers.context import SocketView
 from pytest_vaurien.handlers.delay import jittered
 from pytest_vaurien.handlers.streams import DIRECTION_OPTION, affects, forward_later, relay
 
@@ -30,7 +29,7 @@ class Latency(BaseHandler):
         jitter: float = self.option("jitter")
         return jittered(self, latency, jitter)
 
-    def __call__(self, client_sock: Any, backend_sock: Any, to_backend: bool) -> bool:
+    def __call__(self, client_sock: SocketView, backend_sock: SocketView, to_backend: bool) -> bool:
         if not affects(self, to_backend):
             return relay(self, client_sock, backend_sock, to_backend)
         return forward_later(self, client_sock, backend_sock, to_backend, self.pause())

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from pytest_vaurien.handlers.base import BaseHandler
+from pytest_vaurien.handlers.context import SocketView
 from pytest_vaurien.handlers.streams import DIRECTION_OPTION, affects, relay
 
 __all__ = ["LimitData"]
@@ -23,14 +22,14 @@ class LimitData(BaseHandler):
         "direction": DIRECTION_OPTION,
     }
 
-    def __call__(self, client_sock: Any, backend_sock: Any, to_backend: bool) -> bool:
+    def __call__(self, client_sock: SocketView, backend_sock: SocketView, to_backend: bool) -> bool:
         if not affects(self, to_backend):
             return relay(self, client_sock, backend_sock, to_backend)
         data = self._get_data(client_sock, backend_sock, to_backend)
         if not data:
             return False
-        state = client_sock.connection.state
-        key = (id(self), to_backend)
+        state = client_sock.connection.state_for(self)
+        key = ("sent", to_backend)
         limit: int = self.option("bytes")
         sent: int = state.get(key, 0)
         allowed = data[: max(0, limit - sent)]

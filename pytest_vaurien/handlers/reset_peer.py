@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import gevent
 
 from pytest_vaurien.handlers.base import BaseHandler
+from pytest_vaurien.handlers.context import SocketView
 
 __all__ = ["ResetPeer"]
 
@@ -23,7 +22,7 @@ class ResetPeer(BaseHandler):
         "timeout": ("Seconds between the first data and the reset", float, 0.0),
     }
 
-    def __call__(self, client_sock: Any, backend_sock: Any, to_backend: bool) -> bool:
+    def __call__(self, client_sock: SocketView, backend_sock: SocketView, to_backend: bool) -> bool:
         self._get_data(client_sock, backend_sock, to_backend)
         gevent.sleep(self.option("timeout"))
         client_sock.connection.reset_client(f"reset by {self.name}")

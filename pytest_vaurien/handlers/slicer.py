@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import gevent
 
 from pytest_vaurien.handlers.base import BaseHandler
+from pytest_vaurien.handlers.context import SocketView
 from pytest_vaurien.handlers.streams import DIRECTION_OPTION, affects, relay
 
 __all__ = ["Slicer"]
@@ -41,7 +40,7 @@ class Slicer(BaseHandler):
             left -= size
         return sizes
 
-    def __call__(self, client_sock: Any, backend_sock: Any, to_backend: bool) -> bool:
+    def __call__(self, client_sock: SocketView, backend_sock: SocketView, to_backend: bool) -> bool:
         if self.option("average_size") <= 0 or not affects(self, to_backend):
             return relay(self, client_sock, backend_sock, to_backend)
         data = self._get_data(client_sock, backend_sock, to_backend)

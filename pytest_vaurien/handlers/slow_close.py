@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import gevent
 
 from pytest_vaurien.handlers.base import BaseHandler
+from pytest_vaurien.handlers.context import SocketView
 from pytest_vaurien.handlers.streams import DIRECTION_OPTION, affects, relay
 
 __all__ = ["SlowClose"]
@@ -21,7 +20,7 @@ class SlowClose(BaseHandler):
         "direction": DIRECTION_OPTION,
     }
 
-    def __call__(self, client_sock: Any, backend_sock: Any, to_backend: bool) -> bool:
+    def __call__(self, client_sock: SocketView, backend_sock: SocketView, to_backend: bool) -> bool:
         if relay(self, client_sock, backend_sock, to_backend):
             return True
         if affects(self, to_backend):

@@ -10,13 +10,13 @@ the other is relayed unchanged.
 from __future__ import annotations
 
 import time
-from typing import Any
 
 import gevent
 import gevent.event
 import gevent.queue
 
 from pytest_vaurien.handlers.base import BaseHandler, OptionSpec
+from pytest_vaurien.handlers.context import ConnectionView, SocketView
 
 __all__ = ["DIRECTION_OPTION", "DelayedWriter", "affects", "relay"]
 
@@ -37,7 +37,9 @@ def affects(handler: BaseHandler, to_backend: bool) -> bool:
     return direction == "both" or (direction == "upstream") == to_backend
 
 
-def relay(handler: BaseHandler, client_sock: Any, backend_sock: Any, to_backend: bool) -> bool:
+def relay(
+    handler: BaseHandler, client_sock: SocketView, backend_sock: SocketView, to_backend: bool
+) -> bool:
     """Pass one chunk through unchanged (the directions a handler leaves alone)."""
     return BaseHandler.__call__(handler, client_sock, backend_sock, to_backend)
 
@@ -50,7 +52,7 @@ class DelayedWriter:
     latency). At most ``DELAY_BUFFER`` chunks wait; then reading waits too.
     """
 
-    def __init__(self, connection: Any, dest: Any) -> None:
+    def __init__(self, connection: ConnectionView, dest: SocketView) -> None:
         self.dest = dest
         self.queue: gevent.queue.Queue[tuple[float, bytes | None]] = gevent.queue.Queue(
             DELAY_BUFFER
@@ -61,16 +63,21 @@ class DelayedWriter:
 
     @classmethod
     def of(
-        cls, handler: BaseHandler, client_sock: Any, backend_sock: Any, to_backend: bool
+        cls,
+        handler: BaseHandler,
+        client_sock: SocketView,
+        backend_sock: SocketView,
+        to_backend: bool,
     ) -> DelayedWriter:
         """The writer of this handler, connection and direction (made once)."""
         connection = client_sock.connection
-        key = (id(handler), to_backend)
-        writer = connection.state.get(key)
+        state = connection.state_for(handler)
+        key = ("writer", to_backend)
+        writer: DelayedWriter | None = state.get(key)
         if writer is None:
             dest = backend_sock if to_backend else client_sock
-            writer = connection.state[key] = cls(connection, dest)
-        return writer  # type: ignore[no-any-return]
+            writer = state[key] = cls(connection, dest)
+        return writer
 
     def send_later(self, due: float, data: bytes) -> None:
         """Queue ``data`` for ``due`` (a ``time.monotonic()`` time)."""
@@ -104,7 +111,11 @@ class DelayedWriter:
 
 
 def forward_later(
-    handler: BaseHandler, client_sock: Any, backend_sock: Any, to_backend: bool, pause: float
+    handler: BaseHandler,
+    client_sock: SocketView,
+    backend_sock: SocketView,
+    to_backend: bool,
+    pause: float,
 ) -> bool:
     """Read one chunk and have it delivered ``pause`` seconds after it arrived.
 

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import time
-from typing import Any
 
 import gevent
 
 from pytest_vaurien.handlers.base import BaseHandler
+from pytest_vaurien.handlers.context import ConnectionView, SocketView
 
 __all__ = ["Timeout"]
 
@@ -25,26 +25,27 @@ class Timeout(BaseHandler):
         "timeout": ("Seconds without data before the connection is closed; 0: never", float, 0.0),
     }
 
-    def on_connection(self, connection: Any) -> None:
+    def on_connection(self, connection: ConnectionView) -> None:
         timeout: float = self.option("timeout")
         if timeout > 0:
-            connection.state[id(self)] = time.monotonic() + timeout
+            connection.state_for(self)["due"] = time.monotonic() + timeout
             connection.spawn(self._close_when_quiet, connection)
 
-    def _close_when_quiet(self, connection: Any) -> None:
+    def _close_when_quiet(self, connection: ConnectionView) -> None:
         while True:
-            wait = connection.state[id(self)] - time.monotonic()
+            wait = connection.state_for(self)["due"] - time.monotonic()
             if wait <= 0:
                 connection.close()
                 return
             gevent.sleep(wait)
 
-    def __call__(self, client_sock: Any, backend_sock: Any, to_backend: bool) -> bool:
+    def __call__(self, client_sock: SocketView, backend_sock: SocketView, to_backend: bool) -> bool:
         data = self._get_data(client_sock, backend_sock, to_backend)
         connection = client_sock.connection
         if not data:
             connection.close()
             return False
-        if id(self) in connection.state:
-            connection.state[id(self)] = time.monotonic() + self.option("timeout")
+        state = connection.state_for(self)
+        if "due" in state:
+            state["due"] = time.monotonic() + self.option("timeout")
         return True

@@ -7,20 +7,19 @@ once, and a write watcher takes over only while the destination is full.
 No greenlet switch per chunk, one per connection at most.
 
 A :class:`Stream` is one direction. It ends (``on_end``) with ``False`` at
-EOF, ``True`` when the proxy's behavior changed (the chunk just read is
+EOF, ``True`` when the proxy's plan changed (the chunk just read is
 left in ``source.pending`` for the new chain), or the error it met.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import gevent
 
-if TYPE_CHECKING:
-    from pytest_vaurien.chain import Endpoint
-    from pytest_vaurien.records import ConnectionRecord
+from pytest_vaurien.engine.endpoint import Endpoint
+from pytest_vaurien.records import ConnectionRecord
 
 __all__ = ["CHUNKS_PER_WAKEUP", "Stream", "raw_sockets"]
 

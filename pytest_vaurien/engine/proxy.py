@@ -21,18 +21,19 @@ from typing import Any
 
 import gevent
 import gevent.event
-import gevent.monkey
 import gevent.socket
 from gevent import Greenlet, GreenletExit
 
-from pytest_vaurien.address import Address, format_address, parse_address
-from pytest_vaurien.behavior import Behavior, parse_behavior
+from pytest_vaurien.address import Address, format_address
+from pytest_vaurien.engine.connection import ProxyDown, serve_connection
+from pytest_vaurien.engine.native import NativeEvent, allocate_lock, start_native_thread
+from pytest_vaurien.engine.upstream import Upstream
 from pytest_vaurien.errors import ConfigError, ProxyError
 from pytest_vaurien.handlers.base import DEFAULT_READ_SIZE, BaseHandler
+from pytest_vaurien.plan import Plan, Unit, plan_from_settings, relayered
 from pytest_vaurien.records import ConnectionRecord, Ending, Stats
 from pytest_vaurien.registry import Registry, make_plugin_manager, registry_from_plugins
-from pytest_vaurien.relay import ProxyDown, serve_connection
-from pytest_vaurien.settings import parse_marker_options
+from pytest_vaurien.settings import Layer, Settings, parse_marker_options, resolve
 
 __all__ = ["Proxy"]
 
@@ -43,78 +44,6 @@ START_TIMEOUT = 10.0
 STOP_TIMEOUT = 2.0
 #: How long connection greenlets get to unwind once killed.
 KILL_GRACE = 0.3
-
-_allocate_lock = gevent.monkey.get_original("_thread", "allocate_lock")
-_start_new_thread = gevent.monkey.get_original("_thread", "start_new_thread")
-
-
-class _NativeEvent:
-    """A one-shot event on a native lock: safe across threads even when the
-    user's process is monkey-patched (where ``threading.Event`` is green)."""
-
-    def __init__(self) -> None:
-        self._lock = _allocate_lock()
-        self._lock.acquire()
-        self._set = False
-
-    def set(self) -> None:
-        if not self._set:
-            self._set = True
-            self._lock.release()
-
-    def is_set(self) -> bool:
-        return self._set
-
-    def wait(self, timeout: float) -> bool:
-        if self._set:
-            return True
-        if self._lock.acquire(True, timeout):
-            self._lock.release()
-        return self._set
-
-
-def _start_native_thread(target: Any, name: str) -> threading.Thread | None:
-    """Start ``target`` on a real OS thread, named when ``threading`` is ours
-    (then returned, to be joined)."""
-    if gevent.monkey.is_module_patched("threading"):
-        _start_new_thread(target, ())
-        return None
-    thread = threading.Thread(target=target, name=name, daemon=True)
-    thread.start()
-    return thread
-
-
-def _resolve(address: Address) -> list[tuple[int, Any]] | None:
-    """Resolve once, so each connection connects without a DNS round trip.
-
-    Every address the name has, in the resolver's order (``localhost`` may
-    give ``::1`` first while the backend listens on 127.0.0.1 only). ``None``
-    (resolve per connection) when the name does not resolve now.
-    """
-    try:
-        infos = socket.getaddrinfo(address[0], address[1], type=socket.SOCK_STREAM)
-    except OSError:
-        return None
-    return [(family, sockaddr) for family, _, _, _, sockaddr in infos]
-
-
-class _BehaviorState:
-    """A behavior with its handler instances, swapped whole on a live change."""
-
-    def __init__(
-        self,
-        spec: str,
-        behavior: Behavior,
-        options: Mapping[str, Mapping[str, Any]],
-        instances: dict[str, BaseHandler],
-    ) -> None:
-        self.spec = spec
-        self.behavior = behavior
-        self.options = options
-        self.instances = instances
-
-    def handler(self, name: str) -> BaseHandler:
-        return self.instances[name]
 
 
 class Proxy:
@@ -152,14 +81,95 @@ class Proxy:
         on_record: Callable[[ConnectionRecord], None] | None = None,
         keep_records: bool = True,
     ) -> None:
-        self.distant_address: Address = parse_address(distant, "distant")
-        #: ``(family, sockaddr)`` for each address of the distant, resolved at start.
-        self.resolved_distant: list[tuple[int, Any]] | None = None
+        settings = resolve(
+            [
+                Layer(
+                    source="Proxy()",
+                    distant=distant,
+                    behavior=behavior,
+                    options={
+                        (handler, option): value
+                        for handler, values in (options or {}).items()
+                        for option, value in values.items()
+                    },
+                    distant_source="distant",
+                    behavior_source="behavior",
+                )
+            ]
+        )
+        self._setup(
+            settings,
+            registry=registry,
+            seed=seed,
+            host=host,
+            port=port,
+            name=name,
+            read_size=read_size,
+            connect_timeout=connect_timeout,
+            on_record=on_record,
+            keep_records=keep_records,
+        )
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: Settings,
+        *,
+        registry: Registry | None = None,
+        seed: int | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        name: str = "vaurien-proxy",
+        read_size: int = DEFAULT_READ_SIZE,
+        connect_timeout: float = 5.0,
+        on_record: Callable[[ConnectionRecord], None] | None = None,
+        keep_records: bool = True,
+    ) -> Proxy:
+        """A proxy for resolved ``settings`` (the plugin's and the command's way
+        in): their options are converted once, errors name their source.
+
+        :param seed: overrides ``settings.seed``.
+        :raises ConfigError: when ``settings`` has no distant, or a bad option.
+        """
+        proxy = cls.__new__(cls)
+        proxy._setup(
+            settings,
+            registry=registry,
+            seed=seed if seed is not None else settings.seed,
+            host=host,
+            port=port,
+            name=name,
+            read_size=read_size,
+            connect_timeout=connect_timeout,
+            on_record=on_record,
+            keep_records=keep_records,
+        )
+        return proxy
+
+    def _setup(
+        self,
+        settings: Settings,
+        *,
+        registry: Registry | None,
+        seed: int | None,
+        host: str,
+        port: int,
+        name: str,
+        read_size: int,
+        connect_timeout: float,
+        on_record: Callable[[ConnectionRecord], None] | None,
+        keep_records: bool,
+    ) -> None:
+        if settings.distant is None:
+            raise ConfigError(f"{name}: no distant; expected HOST:PORT")
+        self.distant_address: Address = settings.distant
+        self.upstream = Upstream(settings.distant, connect_timeout)
+        #: When the proxy was made (``time.monotonic()``); units are timed from it.
+        self.started = time.monotonic()
         self.host = host
         self.port = port
         self.name = name
         self.read_size = read_size
-        self.connect_timeout = connect_timeout
         #: Called in the proxy thread with each connection's record once it ended.
         self.on_record = on_record
         self.seed = seed if seed is not None else random.SystemRandom().randrange(2**32)
@@ -168,15 +178,15 @@ class Proxy:
         if registry is None:
             registry = registry_from_plugins(make_plugin_manager())
         self._registry = registry
-        self._behavior_state = self._make_state(behavior, options or {}, {})
+        self._plan = plan_from_settings(settings, registry, self)
         self._records: list[ConnectionRecord] = []
         self._keep_records = keep_records
         self._accepted = 0
         self._greenlets: set[Greenlet] = set()
-        self._lock = _allocate_lock()
+        self._lock = allocate_lock()
         self._hub: Any = None
         self._stopping: gevent.event.Event | None = None
-        self._done: _NativeEvent | None = None
+        self._done: NativeEvent | None = None
         self._start_error: BaseException | None = None
         self._acceptor: Greenlet | None = None
         self._thread: threading.Thread | None = None
@@ -196,9 +206,19 @@ class Proxy:
         return format_address(self.distant_address)
 
     @property
+    def connect_timeout(self) -> float:
+        """Seconds a connect to the distant may take."""
+        return self.upstream.connect_timeout
+
+    @property
+    def plan(self) -> Plan:
+        """The fault plan in force (replaced whole by a live change)."""
+        return self._plan
+
+    @property
     def behavior(self) -> str:
         """The behavior spec in force."""
-        return self._behavior_state.spec
+        return self._plan.spec
 
     @property
     def accepted(self) -> int:
@@ -213,7 +233,7 @@ class Proxy:
     @property
     def handlers(self) -> dict[str, BaseHandler]:
         """The handler instances in force, by the name the behavior uses."""
-        return dict(self._behavior_state.instances)
+        return dict(self._plan.instances)
 
     @property
     def connections(self) -> list[ConnectionRecord]:
@@ -252,41 +272,11 @@ class Proxy:
 
         :raises ConfigError: for a bad spec or option; nothing changes then.
         """
-        parsed = parse_marker_options(options, "set_behavior()")
-        merged = {name: dict(values) for name, values in self._behavior_state.options.items()}
-        for (name, option), value in parsed.items():
-            merged.setdefault(name, {})[option] = value
-        previous = self._behavior_state
-        self._behavior_state = self._make_state(spec, merged, previous.instances)
+        where = "set_behavior()"
+        parsed = parse_marker_options(options, where)
+        previous = self._plan
+        self._plan = relayered(previous, spec, parsed, self._registry, where=where, proxy=self)
         return _Restore(self, previous)
-
-    def _make_state(
-        self,
-        spec: str,
-        options: Mapping[str, Mapping[str, Any]],
-        reusable: Mapping[str, BaseHandler],
-    ) -> _BehaviorState:
-        behavior = parse_behavior(spec, "behavior")
-        targets = self._registry.option_targets(behavior)
-        for name, values in options.items():
-            if name not in targets:
-                raise ConfigError(
-                    f"options given for unknown handler {name!r}; known: {', '.join(sorted(targets))}"
-                )
-            for option, value in values.items():
-                targets[name].convert_option(option, value)
-        instances: dict[str, BaseHandler] = {}
-        for name in behavior.names:
-            handler_class = self._registry.resolve(name, f"behavior {str(spec)!r}")
-            settings = {**options.get(handler_class.name, {}), **options.get(name, {})}
-            new = handler_class(settings, self)
-            old = reusable.get(name)
-            # an unchanged handler keeps its instance, and so its counters
-            unchanged = (
-                old is not None and type(old) is handler_class and old.settings == new.settings
-            )
-            instances[name] = old if unchanged and old is not None else new
-        return _BehaviorState(spec, behavior, options, instances)
 
     # -- down and up -----------------------------------------------------
 
@@ -327,10 +317,10 @@ class Proxy:
         """
         if self._done is not None:
             raise ProxyError(f"{self.name} was already started; make a new Proxy")
-        self.resolved_distant = _resolve(self.distant_address)
-        ready = _NativeEvent()
-        self._done = _NativeEvent()
-        self._thread = _start_native_thread(lambda: self._run(ready), self.name)
+        self.upstream.resolve()
+        ready = NativeEvent()
+        self._done = NativeEvent()
+        self._thread = start_native_thread(lambda: self._run(ready), self.name)
         if not ready.wait(START_TIMEOUT):
             self.stop()
             raise ProxyError(f"{self.name} did not start within {START_TIMEOUT:g}s")
@@ -374,7 +364,7 @@ class Proxy:
 
     # -- inside the proxy thread ----------------------------------------
 
-    def _run(self, ready: _NativeEvent) -> None:
+    def _run(self, ready: NativeEvent) -> None:
         hub = gevent.get_hub()
         try:
             try:
@@ -421,7 +411,7 @@ class Proxy:
 
     def _in_hub(self, func: Callable[[], None], what: str, timeout: float) -> None:
         """Run ``func`` in the proxy's thread and wait (bounded) until it is done."""
-        finished = _NativeEvent()
+        finished = NativeEvent()
         failure: list[BaseException] = []
 
         def run() -> None:
@@ -461,17 +451,21 @@ class Proxy:
             except OSError:
                 gevent.sleep(0.01)  # e.g. EMFILE: back off rather than spin
                 continue
-            record = ConnectionRecord(self._accepted, format_address(peer[:2]))
+            index = self._accepted
+            record = ConnectionRecord(index, format_address(peer[:2]))
+            unit = Unit(index, index + 1, time.monotonic() - self.started)
             self._accepted += 1
             if self._keep_records:
                 self._records.append(record)
-            greenlet = gevent.spawn(self._serve, client_sock, record)
+            greenlet = gevent.spawn(self._serve, client_sock, record, unit)
             self._greenlets.add(greenlet)
             greenlet.link(self._greenlets.discard)
 
-    def _serve(self, client_sock: gevent.socket.socket, record: ConnectionRecord) -> None:
+    def _serve(
+        self, client_sock: gevent.socket.socket, record: ConnectionRecord, unit: Unit
+    ) -> None:
         try:
-            serve_connection(self, client_sock, record)
+            serve_connection(self, client_sock, record, unit)
         finally:
             if self.on_record is not None and not record.open:
                 try:
@@ -483,7 +477,7 @@ class Proxy:
 class _Restore:
     """Returned by ``set_behavior``: ``with`` it to put the old behavior back."""
 
-    def __init__(self, proxy: Proxy, previous: _BehaviorState) -> None:
+    def __init__(self, proxy: Proxy, previous: Plan) -> None:
         self._proxy = proxy
         self._previous = previous
 
@@ -491,4 +485,4 @@ class _Restore:
         return self._proxy
 
     def __exit__(self, *exc_info: object) -> None:
-        self._proxy._behavior_state = self._previous
+        self._proxy._plan = self._previous

@@ -1,90 +1,19 @@
-"""What handlers hold: the sockets of a connection, and chains of handlers.
+"""Chains of handlers: each handler's output is the next one's input.
 
-``Endpoint`` is one side's gevent socket, counting bytes and remembering
-EOF. A ``Chain`` runs the handlers a connection drew in order: each
-handler's output is the next one's input (``_Pipe`` into ``_Feed``), so
-delays and slices compose as toxiproxy's toxics do. Pure plumbing around
-handler calls: the pumps that decide when to call live in ``relay.py``.
+A ``Chain`` runs the handlers a unit got, in order (``_Pipe`` into
+``_Feed``), so delays and slices compose as toxiproxy's toxics do. Pure
+plumbing around handler calls: the pumps that decide when to call live in
+``connection.py``.
 """
 
 from __future__ import annotations
 
-import socket
-import struct
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import gevent.socket
-
+from pytest_vaurien.engine.endpoint import Endpoint
 from pytest_vaurien.handlers.base import BaseHandler
 
-if TYPE_CHECKING:
-    from pytest_vaurien.relay import Connection
-
-__all__ = ["Chain", "Endpoint", "reset_socket"]
-
-
-_LINGER_RESET = struct.pack("ii", 1, 0)
-
-
-def reset_socket(sock: gevent.socket.socket) -> None:
-    """Close ``sock`` with an RST (``SO_LINGER`` 0): the peer sees ECONNRESET."""
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
-    except OSError:
-        pass
-    sock.close()
-
-
-class Endpoint:
-    """One side's socket, as handlers see it: a gevent socket that counts.
-
-    ``recv`` remembers EOF (so the relay can tell a half-close from a
-    handler's decision to close) and ``send``/``sendall`` count the bytes
-    that reached this side. Everything else is the gevent socket's.
-    """
-
-    __slots__ = ("connection", "eof", "is_client", "pending", "sock")
-
-    def __init__(self, sock: gevent.socket.socket, connection: Connection, is_client: bool):
-        self.sock = sock
-        self.connection = connection
-        self.is_client = is_client
-        self.eof = False
-        #: Bytes read but not yet handled (the fast path read them just as the
-        #: behavior changed); the next ``recv`` returns them first.
-        self.pending = b""
-
-    def recv(self, size: int, *flags: int) -> bytes:
-        if self.pending:
-            data, self.pending = self.pending[:size], self.pending[size:]
-            return data
-        data = self.sock.recv(size, *flags)
-        if not data:
-            self.eof = True
-        return data  # type: ignore[no-any-return]
-
-    def sendall(self, data: bytes, *flags: int) -> None:
-        self.sock.sendall(data, *flags)
-        self._count(len(data))
-
-    def send(self, data: bytes, *flags: int) -> int:
-        sent: int = self.sock.send(data, *flags)
-        self._count(sent)
-        return sent
-
-    def _count(self, size: int) -> None:
-        record = self.connection.record
-        if self.is_client:
-            record.bytes_to_client += size
-        else:
-            record.bytes_to_backend += size
-
-    def reset(self) -> None:
-        """Close with an RST (``SO_LINGER`` 0): the peer sees ECONNRESET."""
-        reset_socket(self.sock)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.sock, name)
+__all__ = ["Chain", "is_transparent"]
 
 
 class _Feed:
@@ -153,7 +82,7 @@ class _Stage:
         return bool(keep)
 
 
-def _is_transparent(handler_class: type[BaseHandler]) -> bool:
+def is_transparent(handler_class: type[BaseHandler]) -> bool:
     """A handler that overrides neither ``__call__`` nor ``_get_data`` (``dummy``)."""
     return (
         handler_class.__call__ is BaseHandler.__call__
@@ -164,16 +93,18 @@ def _is_transparent(handler_class: type[BaseHandler]) -> bool:
 class Chain:
     """The handlers one connection drew, ready to be called per direction."""
 
-    def __init__(self, handlers: list[BaseHandler], client: Endpoint, backend: Endpoint):
+    def __init__(
+        self, handlers: tuple[BaseHandler, ...], client: Endpoint, backend: Endpoint
+    ) -> None:
         self.handlers = handlers
         #: Every handler relays bytes untouched: the relay may move them itself.
-        self.transparent = all(_is_transparent(type(handler)) for handler in handlers)
+        self.transparent = all(is_transparent(type(handler)) for handler in handlers)
         self._ends = {True: (client, backend), False: (backend, client)}
         self._directions: dict[bool, list[_Stage]] = {}
 
     @staticmethod
     def _stages(
-        handlers: list[BaseHandler], source: Endpoint, dest: Endpoint, to_backend: bool
+        handlers: tuple[BaseHandler, ...], source: Endpoint, dest: Endpoint, to_backend: bool
     ) -> list[_Stage]:
         stages: list[_Stage] = []
         for handler in reversed(handlers):  # from the end: each stage feeds the next

@@ -1,4 +1,4 @@
-"""One accepted connection: connect, draw handlers, pump both ways, record.
+"""One accepted connection: connect, ask the plan for a chain, pump both ways, record.
 
 Each direction has its own greenlet (a pump) that waits until its source side
 is readable, then calls the handler chain in force. The connection's own
@@ -7,7 +7,14 @@ sockets, so no greenlet ever waits on a descriptor another one closed.
 
 A chain that does not touch the bytes (``dummy``) skips all that: the
 connection's greenlet hands both directions to :mod:`pytest_vaurien.fastpath`
-and pumps start only if a live behavior change reaches the connection.
+and pumps start only if a live change of plan reaches the connection.
+
+The unit a fault is decided for is, under ``tcp``, the connection: its
+:class:`~pytest_vaurien.plan.Unit` is made once, and the plan in force
+decides its chain - again, with the same unit, whenever the proxy swaps
+its plan. A framer that cuts the stream into exchanges plugs in where
+``chain()`` asks the plan: one unit per exchange instead of one per
+connection.
 
 Rules of the road (design.md):
 
@@ -20,13 +27,11 @@ Rules of the road (design.md):
 from __future__ import annotations
 
 import contextvars
-import errno
-import os
 import random
 import socket
 import traceback
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import gevent
 import gevent.event
@@ -34,15 +39,30 @@ import gevent.socket
 from gevent import GreenletExit
 from gevent.hub import Waiter
 
-from pytest_vaurien.chain import Chain, Endpoint, reset_socket
-from pytest_vaurien.fastpath import Stream, raw_sockets
+from pytest_vaurien.engine.chain import Chain
+from pytest_vaurien.engine.endpoint import Endpoint, reset_socket
+from pytest_vaurien.engine.fastpath import Stream, raw_sockets
+from pytest_vaurien.engine.upstream import Upstream
 from pytest_vaurien.handlers.base import CONNECTION_RANDOM
+from pytest_vaurien.handlers.context import ProxyInfo, Task
+from pytest_vaurien.plan import Plan, Unit
 from pytest_vaurien.records import ConnectionRecord, Ending
 
-if TYPE_CHECKING:
-    from pytest_vaurien.proxy import Proxy, _BehaviorState
+__all__ = ["Connection", "Host", "ProxyDown", "serve_connection"]
 
-__all__ = ["Connection", "ProxyDown", "serve_connection"]
+
+class Host(ProxyInfo, Protocol):
+    """What a connection needs of its proxy: the plan in force, where the
+    distant is, and when the proxy started (units are timed from then)."""
+
+    @property
+    def plan(self) -> Plan: ...
+
+    @property
+    def upstream(self) -> Upstream: ...
+
+    @property
+    def started(self) -> float: ...
 
 
 class ProxyDown(GreenletExit):  # type: ignore[misc]  # gevent ships no types
@@ -52,25 +72,28 @@ class ProxyDown(GreenletExit):  # type: ignore[misc]  # gevent ships no types
 class Connection:
     """One client connection and its backend, relayed by two pumps.
 
-    Handlers reach it as ``client_sock.connection``: ``state`` keeps
-    per-connection data, ``spawn`` runs a helper greenlet that dies with the
-    connection, ``close`` and ``reset_client`` end it from any greenlet.
+    Handlers reach it as ``client_sock.connection``, typed
+    :class:`~pytest_vaurien.handlers.context.ConnectionView`: ``state_for``
+    keeps per-connection data, ``spawn`` runs a helper greenlet that dies
+    with the connection, ``close`` and ``reset_client`` end it from any
+    greenlet.
     """
 
     def __init__(
         self,
-        proxy: Proxy,
+        host: Host,
         client_sock: gevent.socket.socket,
         backend_sock: gevent.socket.socket,
         record: ConnectionRecord,
+        unit: Unit,
     ) -> None:
-        self.proxy = proxy
+        self.host = host
         self.record = record
-        #: Free for handlers to keep per-connection state in, by handler name.
-        self.state: dict[Any, Any] = {}
-        self.client = Endpoint(client_sock, self, is_client=True)
-        self.backend = Endpoint(backend_sock, self, is_client=False)
-        self._behavior: _BehaviorState | None = None
+        self.unit = unit
+        self._states: dict[int, tuple[object, dict[Any, Any]]] = {}
+        self.client = Endpoint(client_sock, self, record, is_client=True)
+        self.backend = Endpoint(backend_sock, self, record, is_client=False)
+        self._plan: Plan | None = None
         self._chain: Chain | None = None
         self._finished: dict[bool, str] = {}
         self._done = gevent.event.Event()
@@ -91,11 +114,18 @@ class Connection:
         """
         source = self._randoms.get(stream)
         if source is None:
-            seed = f"{self.proxy.seed}:{self.record.index}:{stream}"
+            seed = f"{self.host.seed}:{self.record.index}:{stream}"
             source = self._randoms[stream] = random.Random(seed)
         return source
 
-    def spawn(self, func: Callable[..., Any], *args: Any) -> gevent.Greenlet:
+    def state_for(self, handler: object) -> dict[Any, Any]:
+        """A dict private to ``handler`` on this connection, made on first use."""
+        entry = self._states.get(id(handler))
+        if entry is None:  # the handler is kept too, so its id cannot be reused
+            entry = self._states[id(handler)] = (handler, {})
+        return entry[1]
+
+    def spawn(self, func: Callable[..., object], *args: object) -> Task:
         """Run ``func`` in a greenlet killed when the connection ends.
 
         It inherits the caller's context, so ``BaseHandler.random`` draws
@@ -103,7 +133,7 @@ class Connection:
         """
         helper = gevent.spawn(contextvars.copy_context().run, func, *args)
         self._helpers.append(helper)
-        return helper
+        return helper  # type: ignore[no-any-return]  # gevent ships no types
 
     def close(self, ending: Ending = Ending.HANDLER_CLOSED, error: str | None = None) -> None:
         """End the whole connection now (both sockets are closed)."""
@@ -116,20 +146,19 @@ class Connection:
         self.close(Ending.HANDLER_RESET, reason)
 
     def chain(self) -> Chain:
-        """The chain in force, drawn again if the proxy's behavior changed."""
-        behavior = self.proxy._behavior_state
-        if behavior is not self._behavior or self._chain is None:
-            self._behavior = behavior
-            names = behavior.behavior.choose(lambda: self.random("draw"))
-            handlers = [behavior.handler(name) for name in names]
-            for handler in handlers:
+        """The chain in force, decided again if the proxy's plan changed."""
+        plan = self.host.plan
+        if plan is not self._plan or self._chain is None:
+            self._plan = plan
+            decision = plan.decide(self.unit, lambda: self.random("draw"))
+            for handler in decision.handlers:
                 handler.on_connection(self)
-            self._chain = Chain(handlers, self.client, self.backend)
-            self.record.handler = "+".join(names)
-            self.record.handlers.append(self.record.handler)
+            self._chain = Chain(decision.handlers, self.client, self.backend)
+            self.record.handler = decision.chain
+            self.record.handlers.append(decision.chain)
             self.record.options = {
                 name: handler.effective_options()
-                for name, handler in zip(names, handlers, strict=True)
+                for name, handler in zip(decision.names, decision.handlers, strict=True)
                 if handler.options
             }
         return self._chain
@@ -146,7 +175,7 @@ class Connection:
                 chain = self.chain()
                 if chain.transparent:
                     if self._relay_untouched(to_backend):
-                        continue  # the behavior changed: the next chunk is the new one's
+                        continue  # the plan changed: the next chunk is the new one's
                     break
                 if not source.pending:
                     if watcher is None:
@@ -171,15 +200,15 @@ class Connection:
         self, directions: tuple[bool, ...], on_end: Callable[[Stream, object], None]
     ) -> list[Stream] | None:
         """Streams for the fast path, or None if gevent's internals differ."""
-        state = self._behavior
-        proxy = self.proxy
+        plan = self._plan
+        host = self.host
         streams = []
         for to_backend in directions:
             source, dest = (
                 (self.client, self.backend) if to_backend else (self.backend, self.client)
             )
             while source.pending:  # what a previous chain left unhandled goes first
-                dest.sendall(source.recv(proxy.read_size))
+                dest.sendall(source.recv(host.read_size))
             raw = raw_sockets(source.sock, dest.sock)
             if raw is None:  # pragma: no cover - other gevent internals
                 return None
@@ -189,8 +218,8 @@ class Connection:
                     dest,
                     raw,
                     self.record,
-                    proxy.read_size,
-                    lambda: proxy._behavior_state is state,
+                    host.read_size,
+                    lambda: host.plan is plan,
                     on_end,
                 )
             )
@@ -198,7 +227,7 @@ class Connection:
 
     def _relay_untouched(self, to_backend: bool) -> bool:
         """One direction through the fast path; False at EOF, True when the
-        behavior changed. Errors are raised."""
+        plan changed. Errors are raised."""
         waiter = Waiter()
         streams = self._untouched_streams((to_backend,), lambda _, result: waiter.switch(result))
         if streams is None:  # pragma: no cover - other gevent internals: the handler path
@@ -216,7 +245,7 @@ class Connection:
     def _relay_both_untouched(self) -> bool:
         """Both directions through the fast path, with no pump greenlet.
 
-        True when the connection is done; False when the behavior changed
+        True when the connection is done; False when the plan changed
         and pumps must take over the directions still open.
         """
         waiter = Waiter()
@@ -312,46 +341,12 @@ def _format_error(error: BaseException) -> str:
     return "".join(lines).strip()
 
 
-def _connect(proxy: Proxy) -> gevent.socket.socket:
-    """Connect to the distant, trying each address resolved at start in turn."""
-    resolved = proxy.resolved_distant
-    if not resolved:  # resolve now, through gevent's resolver
-        return gevent.socket.create_connection(proxy.distant_address, timeout=proxy.connect_timeout)
-    failure: OSError | None = None
-    for family, sockaddr in resolved:
-        try:
-            return _connect_to(family, sockaddr, proxy.connect_timeout)
-        except OSError as error:
-            failure = error
-    assert failure is not None
-    raise failure
-
-
-def _connect_to(family: int, sockaddr: Any, timeout: float) -> gevent.socket.socket:
-    sock = gevent.socket.socket(family, socket.SOCK_STREAM)
-    try:
-        raw = getattr(sock, "_sock", None)
-        result = raw.connect_ex(sockaddr) if raw is not None else errno.EINPROGRESS
-        if result in (errno.EINPROGRESS, errno.EALREADY, errno.EWOULDBLOCK):
-            # not connected at once (a remote or busy backend): gevent waits,
-            # bounded by the connect timeout
-            sock.settimeout(timeout)
-            sock.connect(sockaddr)
-            sock.settimeout(None)
-        elif result not in (0, errno.EISCONN):
-            raise OSError(result, os.strerror(result))
-    except BaseException:
-        sock.close()
-        raise
-    return sock
-
-
 def serve_connection(
-    proxy: Proxy, client_sock: gevent.socket.socket, record: ConnectionRecord
+    host: Host, client_sock: gevent.socket.socket, record: ConnectionRecord, unit: Unit
 ) -> None:
     """Connect to the distant and relay; a refused connect resets the client."""
     try:
-        backend_sock = _connect(proxy)
+        backend_sock = host.upstream.connect()
     except GreenletExit:
         record.end(Ending.PROXY_STOPPED)
         client_sock.close()
@@ -365,4 +360,4 @@ def serve_connection(
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except OSError:
             pass
-    Connection(proxy, client_sock, backend_sock, record).run()
+    Connection(host, client_sock, backend_sock, record, unit).run()

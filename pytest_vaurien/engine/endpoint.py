@@ -1,0 +1,94 @@
+"""One side of a connection as handlers see it: a gevent socket that counts.
+
+``Endpoint`` matches :class:`pytest_vaurien.handlers.context.SocketView`.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+from typing import Any
+
+import gevent.socket
+
+from pytest_vaurien.handlers.context import Bytes, ConnectionView
+from pytest_vaurien.records import ConnectionRecord
+
+__all__ = ["Endpoint", "reset_socket"]
+
+_LINGER_RESET = struct.pack("ii", 1, 0)
+
+
+def reset_socket(sock: gevent.socket.socket) -> None:
+    """Close ``sock`` with an RST (``SO_LINGER`` 0): the peer sees ECONNRESET."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
+    except OSError:
+        pass
+    sock.close()
+
+
+class Endpoint:
+    """One side's socket: ``recv`` remembers EOF (so the relay can tell a
+    half-close from a handler's decision to close) and ``send``/``sendall``
+    count the bytes that reached this side in the connection's record.
+    """
+
+    __slots__ = ("connection", "eof", "is_client", "pending", "record", "sock")
+
+    def __init__(
+        self,
+        sock: gevent.socket.socket,
+        connection: ConnectionView,
+        record: ConnectionRecord,
+        is_client: bool,
+    ) -> None:
+        self.sock = sock
+        self.connection = connection
+        self.record = record
+        self.is_client = is_client
+        self.eof = False
+        #: Bytes read but not yet handled (the fast path read them just as the
+        #: plan changed); the next ``recv`` returns them first.
+        self.pending = b""
+
+    def recv(self, size: int, *flags: int) -> bytes:
+        if self.pending:
+            held, self.pending = self.pending[:size], self.pending[size:]
+            return held
+        data: bytes = self.sock.recv(size, *flags)
+        if not data:
+            self.eof = True
+        return data
+
+    def sendall(self, data: Bytes, *flags: int) -> None:
+        self.sock.sendall(data, *flags)
+        self._count(len(data))
+
+    def send(self, data: Bytes, *flags: int) -> int:
+        sent: int = self.sock.send(data, *flags)
+        self._count(sent)
+        return sent
+
+    def _count(self, size: int) -> None:
+        if self.is_client:
+            self.record.bytes_to_client += size
+        else:
+            self.record.bytes_to_backend += size
+
+    def shutdown(self, how: int) -> None:
+        self.sock.shutdown(how)
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def fileno(self) -> int:
+        fileno: int = self.sock.fileno()
+        return fileno
+
+    def reset(self) -> None:
+        """Close with an RST (``SO_LINGER`` 0): the peer sees ECONNRESET."""
+        reset_socket(self.sock)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.sock, name)

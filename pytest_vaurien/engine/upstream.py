@@ -1,0 +1,76 @@
+"""Connecting to the distant: resolved once at start, each address in turn.
+
+A DNS round trip per connection through gevent's thread-pool resolver cost
+more than the relay itself; the name is resolved when the proxy starts and
+each connection tries the addresses in the resolver's order, as
+``socket.create_connection`` would (``localhost`` may give ``::1`` first
+while the backend listens on 127.0.0.1 only).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+from typing import Any
+
+import gevent.socket
+
+from pytest_vaurien.address import Address
+
+__all__ = ["Upstream"]
+
+
+class Upstream:
+    """The backend's address, its resolved forms and how long a connect may take."""
+
+    def __init__(self, address: Address, connect_timeout: float) -> None:
+        self.address = address
+        self.connect_timeout = connect_timeout
+        #: ``(family, sockaddr)`` for each address of the distant; ``None``
+        #: (resolve per connection) when the name did not resolve at start.
+        self.resolved: list[tuple[int, Any]] | None = None
+
+    def resolve(self) -> None:
+        """Resolve now; a name that does not resolve is tried per connection."""
+        try:
+            infos = socket.getaddrinfo(self.address[0], self.address[1], type=socket.SOCK_STREAM)
+        except OSError:
+            self.resolved = None
+            return
+        self.resolved = [(family, sockaddr) for family, _, _, _, sockaddr in infos]
+
+    def connect(self) -> gevent.socket.socket:
+        """A connected socket to the distant.
+
+        :raises OSError: from the last address tried (e.g. refused).
+        """
+        if not self.resolved:  # resolve now, through gevent's resolver
+            return gevent.socket.create_connection(self.address, timeout=self.connect_timeout)
+        failure: OSError | None = None
+        for family, sockaddr in self.resolved:
+            try:
+                return _connect_to(family, sockaddr, self.connect_timeout)
+            except OSError as error:
+                failure = error
+        assert failure is not None
+        raise failure
+
+
+def _connect_to(family: int, sockaddr: Any, timeout: float) -> gevent.socket.socket:
+    sock = gevent.socket.socket(family, socket.SOCK_STREAM)
+    try:
+        raw = getattr(sock, "_sock", None)
+        result = raw.connect_ex(sockaddr) if raw is not None else errno.EINPROGRESS
+        if result in (errno.EINPROGRESS, errno.EALREADY, errno.EWOULDBLOCK):
+            # not connected at once (a remote or busy backend): gevent waits,
+            # bounded by the connect timeout
+            sock.settimeout(timeout)
+            sock.connect(sockaddr)
+            sock.settimeout(None)
+        elif result not in (0, errno.EISCONN):
+            raise OSError(result, os.strerror(result))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
