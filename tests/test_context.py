@@ -124,3 +124,35 @@ def test_a_handler_on_the_seam_type_checks_strictly(tmp_path):
     assert not [line for line in lines if "typed_handlers.py" in line], result.stdout
     assert any('has no attribute "state"' in line for line in lines), result.stdout
     assert any('"sendall" of "SocketView"' in line for line in lines), result.stdout
+
+
+def _docs_example(name: str) -> str:
+    page = (ROOT / "docs" / "writing-handlers.md").read_text()
+    blocks = page.split("```python\n")[1:]
+    [block] = [b.split("```", 1)[0] for b in blocks if f"class {name}(" in b]
+    return "from __future__ import annotations\n\n" + block
+
+
+def test_the_typed_example_of_the_docs_type_checks_and_runs(tmp_path, echo_server):
+    module = tmp_path / "count_replies.py"
+    module.write_text(_docs_example("CountReplies"))
+    result = subprocess.run(
+        [sys.executable, "-m", "mypy", "--strict", "--cache-dir", os.devnull, str(module)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout
+    namespace: dict[str, object] = {}
+    exec(compile(module.read_text(), str(module), "exec"), namespace)
+    registry = _registry()
+    registry.add(namespace["CountReplies"], "docs")
+    with (
+        Proxy(echo_server.distant, "count_replies", registry=registry) as proxy,
+        socket.create_connection(proxy.address, timeout=5) as sock,
+    ):
+        for _ in range(3):
+            sock.sendall(b"ping")
+            assert read_exactly(sock, 4) == b"ping"
+        assert sock.recv(10) == b""  # closed after the third reply
