@@ -44,15 +44,28 @@ _TEST_SETTINGS = pytest.StashKey[Settings]()
 _PROXY_COUNT = pytest.StashKey[int]()
 _ITEM_PROXIES = pytest.StashKey[list[Proxy]]()
 _SESSION_STATS = pytest.StashKey[Stats]()
+_MARKER_READ = pytest.StashKey[bool]()
+#: What a test keeps of its own until its last report is made; dropped then,
+#: since pytest keeps every item (and its stash) until the session ends.
+_PER_TEST_KEYS: tuple[pytest.StashKey[Any], ...] = (
+    _TEST_SETTINGS,
+    _PROXY_COUNT,
+    _ITEM_PROXIES,
+    _MARKER_READ,
+)
+#: The fixtures that read the ``vaurien`` marker (or depend on one that does).
+MARKER_FIXTURES = ("vaurien_proxy", "vaurien_proxy_factory", "vaurien_distant")
 
 DISTANT_HELP = "Backend the proxy relays to, as HOST:PORT or [IPV6]:PORT"
 BEHAVIOR_HELP = "Which faults connections get, e.g. '20:delay,10:error' (the rest: dummy)"
 HANDLERS_HELP = "Handler options, one NAME.OPTION = VALUE a line (e.g. delay.sleep = 2)"
 MARKER_DOC = (
-    "vaurien(behavior=None, *, distant=None, **NAME__OPTION): run the vaurien_proxy fixture "
-    "of this test with this behavior (e.g. '20:delay,10:error'), backend HOST:PORT and "
-    "handler options (e.g. delay__sleep=2)."
+    "vaurien(behavior=None, *, distant=None, allow_refused=False, **NAME__OPTION): run the "
+    "vaurien_proxy fixture of this test with this behavior (e.g. '20:delay,10:error'), "
+    "backend HOST:PORT and handler options (e.g. delay__sleep=2); allow_refused=True lets the "
+    "test pass when the backend refused every connection."
 )
+REFUSED_EVERY_CONNECTION = "backend {distant} refused every connection ({count}); is it running?"
 NO_DISTANT = (
     "vaurien_proxy needs a backend address and none is configured; set it one of four ways: "
     '@pytest.mark.vaurien(distant="HOST:PORT") on the test, --vaurien-distant HOST:PORT on '
@@ -271,9 +284,12 @@ def pytest_terminal_summary(
     if stats is None or not stats.connections or hasattr(config, "workerinput"):
         return
     faults = ", ".join(f"{name} {count}" for name, count in stats.faults.items()) or "none"
-    terminalreporter.write_line(
-        f"vaurien: {stats.connections} connections proxied; faults injected: {faults}"
-    )
+    plural = "" if stats.connections == 1 else "s"
+    line = f"vaurien: {stats.connections} connection{plural} proxied; faults injected: {faults}"
+    if stats.refused:
+        # never got a handler: a dead backend is not a fault that was injected
+        line += f"; {stats.refused} refused by the backend"
+    terminalreporter.write_line(line)
 
 
 @pytest.hookimpl(wrapper=True)
@@ -296,7 +312,35 @@ def pytest_runtest_makereport(
             item.user_properties.append(("vaurien_seed", item.config.stash[_SEED]))
             item.user_properties.append(("vaurien_report", text))
             report.user_properties = list(item.user_properties)
+    if report.when == "teardown":
+        _warn_if_marker_unused(item)
+        # the last report is made: what reports needed is in them, so let the
+        # proxies, their handlers and records go (pytest keeps items to the end)
+        for key in _PER_TEST_KEYS:
+            if key in item.stash:
+                del item.stash[key]
     return report
+
+
+def _warn_if_marker_unused(item: pytest.Item) -> None:
+    """Warn when the test's own ``vaurien`` marker configured nothing.
+
+    Only a marker on the test itself: a module's or class's marker sets
+    defaults for its proxy tests, and the plain tests beside them are fine.
+    """
+    if not any(mark.name == "vaurien" for mark in item.own_markers):
+        return
+    if item.stash.get(_MARKER_READ, False):
+        return  # e.g. request.getfixturevalue("vaurien_proxy")
+    fixtures = getattr(item, "fixturenames", ())
+    if any(name in fixtures for name in MARKER_FIXTURES):
+        return
+    item.warn(
+        pytest.PytestWarning(
+            f"vaurien marker on {item.nodeid} has no effect: the test uses no vaurien "
+            f"fixture ({', '.join(MARKER_FIXTURES)})"
+        )
+    )
 
 
 def replay_command(item: pytest.Item) -> str:
@@ -335,7 +379,23 @@ def _test_registry(request: pytest.FixtureRequest) -> Registry:
 def _marker_layers(item: pytest.Item) -> list[Layer]:
     """A layer per ``vaurien`` marker, from the farthest (module) to the closest
     (function): a module may set the distant and each test its behavior."""
+    item.stash[_MARKER_READ] = True
     return [_marker_layer(item, marker) for marker in reversed(list(item.iter_markers("vaurien")))]
+
+
+def _check_allow_refused(value: object, where: str) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{where}: allow_refused={value!r} is not a bool; expected True or False")
+    return value
+
+
+def _marker_allows_refused(item: pytest.Item) -> bool:
+    """The closest marker's ``allow_refused``, False when none says."""
+    for marker in item.iter_markers("vaurien"):  # closest first
+        if "allow_refused" in marker.kwargs:
+            where = f"vaurien marker on {item.name}"
+            return _check_allow_refused(marker.kwargs["allow_refused"], where)
+    return False
 
 
 def _marker_layer(item: pytest.Item, marker: pytest.Mark) -> Layer:
@@ -353,6 +413,8 @@ def _marker_layer(item: pytest.Item, marker: pytest.Mark) -> Layer:
         kwargs["behavior"] = marker.args[0]
     distant = kwargs.pop("distant", None)
     behavior = kwargs.pop("behavior", None)
+    if "allow_refused" in kwargs:
+        _check_allow_refused(kwargs.pop("allow_refused"), where)
     if behavior is not None and not isinstance(behavior, str):
         raise VaurienError(
             f"{where}: behavior={behavior!r} is not a string; expected e.g. '20:delay,10:error'"
@@ -403,29 +465,39 @@ def vaurien_proxy_factory(request: pytest.FixtureRequest) -> Iterator[ProxyFacto
     Each call starts a proxy in front of ``distant`` (``"HOST:PORT"`` or a
     tuple) with the configured behavior and options, overridden by the call's
     ``behavior`` and ``NAME__OPTION=value`` arguments. All are stopped when
-    the test ends.
+    the test ends; the test then fails if one's backend refused every
+    connection, unless ``allow_refused=True`` (the call's, else the marker's).
     """
     item = request.node
     try:
         registry = _test_registry(request)
         base_layers = _layers(item)
+        marker_allows = _marker_allows_refused(item)
     except VaurienError as error:
         _fail(error)
-    proxies: list[Proxy] = []
+    proxies: list[tuple[Proxy, bool]] = []
 
     def factory(
-        distant: str | tuple[str, int], behavior: str | None = None, **options: Any
+        distant: str | tuple[str, int],
+        behavior: str | None = None,
+        *,
+        allow_refused: bool | None = None,
+        **options: Any,
     ) -> Proxy:
-        call = Layer.from_keywords("vaurien_proxy_factory()", distant, behavior, options)
-        return _start(item, registry, resolve([*base_layers, call]), proxies)
+        where = "vaurien_proxy_factory()"
+        allowed = (
+            marker_allows if allow_refused is None else _check_allow_refused(allow_refused, where)
+        )
+        call = Layer.from_keywords(where, distant, behavior, options)
+        proxy = _start(item, registry, resolve([*base_layers, call]))
+        proxies.append((proxy, allowed))
+        return proxy
 
     yield factory
     _stop_all(request.config, proxies)
 
 
-def _start(
-    item: pytest.Item, registry: Registry, settings: Settings, proxies: list[Proxy]
-) -> Proxy:
+def _start(item: pytest.Item, registry: Registry, settings: Settings) -> Proxy:
     index = item.stash.get(_PROXY_COUNT, 0)
     proxy = Proxy.from_settings(
         settings,
@@ -434,21 +506,30 @@ def _start(
         name=f"vaurien-proxy[{item.nodeid}]" + (f"#{index}" if index else ""),
     )
     item.stash[_PROXY_COUNT] = index + 1
-    proxies.append(proxy.start())
+    proxy.start()
     item.stash.setdefault(_ITEM_PROXIES, []).append(proxy)
     return proxy
 
 
-def _stop_all(config: pytest.Config, proxies: list[Proxy]) -> None:
+def _stop_all(config: pytest.Config, proxies: list[tuple[Proxy, bool]]) -> None:
+    """Stop every proxy, then fail the test for what it could not see:
+    a proxy that did not stop, a handler that raised, a dead backend."""
     problems: list[str] = []
-    for proxy in proxies:
+    for proxy, allow_refused in proxies:
         try:
             proxy.stop()
         except ProxyError as error:
             problems.append(str(error))
-        config.stash[_SESSION_STATS] = config.stash[_SESSION_STATS] + proxy.stats
+        stats = proxy.stats
+        config.stash[_SESSION_STATS] = config.stash[_SESSION_STATS] + stats
         for record in proxy.errors:
             problems.append(f"handler error on {proxy.name}, connection {record.describe()}")
+        if stats.connections and stats.refused == stats.connections and not allow_refused:
+            # every client got a reset, which a test expecting a fault takes
+            # for the fault: a dead backend must not pass (issue 11)
+            problems.append(
+                REFUSED_EVERY_CONNECTION.format(distant=proxy.distant, count=stats.refused)
+            )
     if problems:
         pytest.fail("\n".join(problems), pytrace=False)
 

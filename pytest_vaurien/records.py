@@ -13,6 +13,7 @@ from pytest_vaurien.address import Address, format_address
 from pytest_vaurien.behavior import TRANSPARENT
 
 __all__ = [
+    "NO_HANDLER",
     "ConnectionRecord",
     "Ending",
     "Reported",
@@ -20,6 +21,10 @@ __all__ = [
     "format_records",
     "render_fault_report",
 ]
+
+
+#: What the records and stats show for a connection that never got a handler.
+NO_HANDLER = "-"
 
 
 class Ending(str, enum.Enum):
@@ -80,7 +85,7 @@ class ConnectionRecord:
             how = f"{how}: {self.error}"
         took = "" if self.duration is None else f" in {self.duration:.3f}s"
         return (
-            f"#{self.index} {self.client} {self.handler or '-'}: "
+            f"#{self.index} {self.client} {self.handler or NO_HANDLER}: "
             f"{self.bytes_to_backend} B to backend, {self.bytes_to_client} B to client, "
             f"{how}{took}"
         )
@@ -100,15 +105,26 @@ class Stats:
 
     @property
     def faults(self) -> dict[str, int]:
-        """Connections per chain, leaving out the transparent ``dummy``."""
-        return {name: count for name, count in self.handlers.items() if name != TRANSPARENT}
+        """Connections per chain, leaving out the transparent ``dummy`` and the
+        connections that never got a handler (``"-"``: refused by the backend,
+        or stopped before it answered): no fault was injected into those."""
+        return {
+            name: count
+            for name, count in self.handlers.items()
+            if name not in (TRANSPARENT, NO_HANDLER)
+        }
+
+    @property
+    def refused(self) -> int:
+        """Connections the backend refused (they never got a handler)."""
+        return self.endings.get(Ending.BACKEND_REFUSED.value, 0)
 
     @classmethod
     def of(cls, records: list[ConnectionRecord]) -> Stats:
         """Count ``records``."""
         return cls(
             connections=len(records),
-            handlers=dict(sorted(Counter(r.handler or "-" for r in records).items())),
+            handlers=dict(sorted(Counter(r.handler or NO_HANDLER for r in records).items())),
             endings=dict(sorted(Counter(str(r.ending or "open") for r in records).items())),
             bytes_to_backend=sum(r.bytes_to_backend for r in records),
             bytes_to_client=sum(r.bytes_to_client for r in records),
@@ -140,7 +156,7 @@ def format_records(records: list[ConnectionRecord]) -> str:
             (
                 str(r.index),
                 r.client,
-                r.handler or "-",
+                r.handler or NO_HANDLER,
                 str(r.bytes_to_backend),
                 str(r.bytes_to_client),
                 took,
