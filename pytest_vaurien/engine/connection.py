@@ -27,6 +27,7 @@ Rules of the road (design.md):
 from __future__ import annotations
 
 import contextvars
+import errno
 import random
 import socket
 import traceback
@@ -48,7 +49,22 @@ from pytest_vaurien.handlers.context import ProxyInfo, Task
 from pytest_vaurien.plan import Plan, Unit
 from pytest_vaurien.records import ConnectionRecord, Ending
 
-__all__ = ["Connection", "Host", "ProxyDown", "serve_connection"]
+__all__ = [
+    "EXHAUSTED",
+    "HELPER_GRACE",
+    "Connection",
+    "Host",
+    "ProxyDown",
+    "Slot",
+    "serve_connection",
+]
+
+#: Errors that mean the process ran out of descriptors or buffers, not that
+#: the backend refused.
+EXHAUSTED = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+
+#: How long a connection's pumps and helpers get to unwind once it ends.
+HELPER_GRACE = 0.5
 
 
 class Host(ProxyInfo, Protocol):
@@ -63,6 +79,10 @@ class Host(ProxyInfo, Protocol):
 
     @property
     def started(self) -> float: ...
+
+    def exhausted(self, error: OSError, doing: str) -> None:
+        """Note that ``doing`` failed for want of descriptors or buffers."""
+        ...
 
 
 class ProxyDown(GreenletExit):  # type: ignore[misc]  # gevent ships no types
@@ -279,7 +299,10 @@ class Connection:
 
     def _record_failure(self, error: BaseException, to_backend: bool) -> None:
         if isinstance(error, OSError):
-            side = "client" if to_backend else "backend"
+            if self.client.was_reset or self.backend.was_reset:
+                side = "client" if self.client.was_reset else "backend"
+            else:
+                side = "client" if to_backend else "backend"
             self.record.end(Ending.RESET, f"{side} side: {error.strerror or error}")
         else:
             self.record.end(Ending.ERROR, _format_error(error))
@@ -330,8 +353,26 @@ class Connection:
         except Exception as error:
             self.record.end(Ending.ERROR, _format_error(error))
         finally:
-            gevent.killall(pumps + self._helpers, block=True, timeout=0.5)
-            for endpoint in (self.client, self.backend):
+            helpers = pumps + self._helpers
+            for helper in helpers:
+                helper.kill(block=False)
+            # joinall, unlike killall, never raises its timeout. Sockets close
+            # after: gevent defers closing a descriptor that a live watcher
+            # still waits on, until the loop next wakes (maybe never, if idle)
+            gevent.joinall(helpers, timeout=HELPER_GRACE)
+            self._close_sockets()
+
+    def _close_sockets(self) -> None:
+        """Close both sides; a side whose peer reset gets the other one reset too.
+
+        A backend that crashes mid-reply resets its connection: the client must
+        see ECONNRESET, not a clean EOF that looks like a complete reply.
+        """
+        client, backend = self.client, self.backend
+        for endpoint, other in ((client, backend), (backend, client)):
+            if other.was_reset and not endpoint.was_reset:
+                endpoint.reset()
+            else:
                 endpoint.sock.close()
 
 
@@ -341,10 +382,33 @@ def _format_error(error: BaseException) -> str:
     return "".join(lines).strip()
 
 
-def serve_connection(
-    host: Host, client_sock: gevent.socket.socket, record: ConnectionRecord, unit: Unit
-) -> None:
+class Slot:
+    """An accepted connection as its proxy tracks it: the greenlet serving
+    it, its record and every socket it opened.
+
+    Stopping a proxy with thousands of open connections cannot wait for each
+    greenlet to unwind; it closes what the slots hold instead, whatever the
+    greenlets are doing, so that no descriptor outlives the proxy.
+    """
+
+    __slots__ = ("greenlet", "record", "sockets")
+
+    def __init__(self, record: ConnectionRecord, client_sock: gevent.socket.socket) -> None:
+        self.record = record
+        self.sockets = [client_sock]
+        self.greenlet: gevent.Greenlet | None = None
+
+    def abandon(self, ending: Ending) -> None:
+        """End the record and close every socket now, without the greenlet."""
+        self.record.end(ending)
+        for sock in self.sockets:
+            sock.close()
+
+
+def serve_connection(host: Host, slot: Slot, unit: Unit) -> None:
     """Connect to the distant and relay; a refused connect resets the client."""
+    record = slot.record
+    client_sock = slot.sockets[0]
     try:
         backend_sock = host.upstream.connect()
     except GreenletExit:
@@ -352,9 +416,12 @@ def serve_connection(
         client_sock.close()
         raise
     except OSError as error:
+        if error.errno in EXHAUSTED:
+            host.exhausted(error, f"connect to {host.distant}")
         record.end(Ending.BACKEND_REFUSED, str(error.strerror or error))
         reset_socket(client_sock)
         return
+    slot.sockets.append(backend_sock)
     for sock in (client_sock, backend_sock):
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

@@ -34,7 +34,7 @@ class Endpoint:
     count the bytes that reached this side in the connection's record.
     """
 
-    __slots__ = ("connection", "eof", "is_client", "pending", "record", "sock")
+    __slots__ = ("connection", "eof", "is_client", "pending", "record", "sock", "was_reset")
 
     def __init__(
         self,
@@ -48,6 +48,9 @@ class Endpoint:
         self.record = record
         self.is_client = is_client
         self.eof = False
+        #: The peer of this side reset its connection (ECONNRESET): the relay
+        #: resets the other side too, so a crash is not passed on as a clean EOF.
+        self.was_reset = False
         #: Bytes read but not yet handled (the fast path read them just as the
         #: plan changed); the next ``recv`` returns them first.
         self.pending = b""
@@ -56,17 +59,29 @@ class Endpoint:
         if self.pending:
             held, self.pending = self.pending[:size], self.pending[size:]
             return held
-        data: bytes = self.sock.recv(size, *flags)
+        try:
+            data: bytes = self.sock.recv(size, *flags)
+        except ConnectionResetError:
+            self.was_reset = True
+            raise
         if not data:
             self.eof = True
         return data
 
     def sendall(self, data: Bytes, *flags: int) -> None:
-        self.sock.sendall(data, *flags)
+        try:
+            self.sock.sendall(data, *flags)
+        except ConnectionResetError:
+            self.was_reset = True
+            raise
         self._count(len(data))
 
     def send(self, data: Bytes, *flags: int) -> int:
-        sent: int = self.sock.send(data, *flags)
+        try:
+            sent: int = self.sock.send(data, *flags)
+        except ConnectionResetError:
+            self.was_reset = True
+            raise
         self._count(sent)
         return sent
 

@@ -52,6 +52,7 @@ class Stream:
         on_end: Callable[[Stream, object], None],
     ) -> None:
         self.source = source
+        self.dest = dest
         self.to_backend = not dest.is_client
         self._recv = raw[0].recv
         self._send = raw[1].send
@@ -94,7 +95,11 @@ class Stream:
         to_backend = self.to_backend
         try:
             for _ in range(CHUNKS_PER_WAKEUP):
-                data = recv(size)
+                try:
+                    data = recv(size)
+                except ConnectionResetError:
+                    self.source.was_reset = True
+                    raise
                 if not data:
                     self.source.eof = True
                     self._end(False)
@@ -107,6 +112,9 @@ class Stream:
                     sent = send(data)
                 except BlockingIOError:
                     sent = 0
+                except ConnectionResetError:
+                    self.dest.was_reset = True
+                    raise
                 if to_backend:
                     record.bytes_to_backend += sent
                 else:
@@ -129,6 +137,8 @@ class Stream:
         except BlockingIOError:
             return
         except Exception as error:
+            if isinstance(error, ConnectionResetError):
+                self.dest.was_reset = True
             self._end(error)
             return
         self._count(sent)
