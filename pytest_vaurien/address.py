@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pytest_vaurien.echo import echo
 from pytest_vaurien.errors import ConfigError
 
 __all__ = ["format_address", "parse_address"]
@@ -9,47 +10,56 @@ __all__ = ["format_address", "parse_address"]
 Address = tuple[str, int]
 
 
-def parse_address(value: str | tuple[str, int], where: str = "address") -> Address:
+def parse_address(
+    value: str | tuple[str, int], where: str = "address", *, listen: bool = False
+) -> Address:
     """Turn ``"HOST:PORT"``, ``"[::1]:PORT"`` or a ``(host, port)`` tuple into a tuple.
 
     :param where: names the source of the value in error messages.
+    :param listen: the address is one to listen on, where port 0 means "any
+        free port"; an address to connect to (the distant) needs a real port,
+        else the mistake would only show as every connection refused.
     :raises ConfigError: naming ``where`` and the value when it does not parse.
     """
     if isinstance(value, tuple):
-        if len(value) != 2 or not isinstance(value[0], str):
-            raise ConfigError(f"{where}: {value!r} is not a (host, port) tuple")
-        return value[0], _port(value[1], value, where)
+        if len(value) != 2 or not isinstance(value[0], str) or not value[0]:
+            raise ConfigError(f"{where}: {echo(value)} is not a (host, port) tuple")
+        return value[0], _port(value[1], value, where, listen)
     if not isinstance(value, str):
-        raise ConfigError(f"{where}: {value!r} is not an address; expected HOST:PORT")
+        raise ConfigError(f"{where}: {echo(value)} is not an address; expected HOST:PORT")
     text = value.strip()
+    if not text:
+        raise ConfigError(f"{where}: the address is empty; expected HOST:PORT")
     if text.startswith("["):
         host, sep, rest = text[1:].partition("]")
         if not sep or not rest.startswith(":"):
-            raise ConfigError(f"{where}: {value!r} is not an address; expected [IPV6]:PORT")
+            raise ConfigError(f"{where}: {echo(value)} is not an address; expected [IPV6]:PORT")
         port_text = rest[1:]
     else:
         host, sep, port_text = text.rpartition(":")
         if not sep:
-            raise ConfigError(f"{where}: {value!r} has no port; expected HOST:PORT")
+            raise ConfigError(f"{where}: {echo(value)} has no port; expected HOST:PORT")
         if ":" in host:
             raise ConfigError(
-                f"{where}: {value!r} is ambiguous; write an IPv6 address as [HOST]:PORT"
+                f"{where}: {echo(value)} is ambiguous; write an IPv6 address as [HOST]:PORT"
             )
     if not host:
-        raise ConfigError(f"{where}: {value!r} has no host; expected HOST:PORT")
-    return host, _port(port_text, value, where)
+        raise ConfigError(f"{where}: {echo(value)} has no host; expected HOST:PORT")
+    return host, _port(port_text, value, where, listen)
 
 
-def _port(port: object, value: object, where: str) -> int:
-    try:
-        number = int(port)  # type: ignore[call-overload]
-        assert isinstance(number, int)
-    except (TypeError, ValueError):
-        raise ConfigError(
-            f"{where}: {value!r} has port {port!r}; expected a number from 0 to 65535"
-        ) from None
-    if not 0 <= number <= 65535:
-        raise ConfigError(f"{where}: {value!r} has port {number}; expected 0 to 65535")
+def _port(port: object, value: object, where: str, listen: bool) -> int:
+    lowest = 0 if listen else 1
+    expected = f"expected a number from {lowest} to 65535"
+    text = port.strip() if isinstance(port, str) else ""
+    if text.isascii() and text.isdigit() and len(text) <= 5:
+        number = int(text)
+    elif isinstance(port, int) and not isinstance(port, bool):
+        number = port
+    else:
+        raise ConfigError(f"{where}: {echo(value)} has port {echo(port)}; {expected}")
+    if not lowest <= number <= 65535:
+        raise ConfigError(f"{where}: {echo(value)} has port {echo(number)}; {expected}")
     return number
 
 

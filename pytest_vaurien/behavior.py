@@ -13,6 +13,7 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from pytest_vaurien.echo import echo
 from pytest_vaurien.errors import ConfigError
 
 __all__ = ["Behavior", "Entry", "parse_behavior"]
@@ -83,7 +84,9 @@ def parse_behavior(spec: str, where: str = "behavior") -> Behavior:
     :raises ConfigError: pointing at the malformed piece, or at the total.
     """
     if not isinstance(spec, str):
-        raise ConfigError(f"{where}: {spec!r} is not a behavior; expected e.g. '20:delay,10:error'")
+        raise ConfigError(
+            f"{where}: {echo(spec)} is not a behavior; expected e.g. '20:delay,10:error'"
+        )
     if not spec.strip():
         raise ConfigError(f"{where}: the behavior is empty; expected e.g. '20:delay,10:error'")
     entries = []
@@ -91,14 +94,14 @@ def parse_behavior(spec: str, where: str = "behavior") -> Behavior:
         entries.append(_parse_entry(piece.strip(), spec, where))
     total = sum(entry.percent for entry in entries)
     if total > 100.0 + 1e-9:
-        raise ConfigError(f"{where}: {spec!r}: percentages add up to {total:g}; at most 100")
+        raise ConfigError(f"{where}: {echo(spec)}: percentages add up to {total:g}; at most 100")
     return Behavior(tuple(entries), spec.strip())
 
 
 def _parse_entry(piece: str, spec: str, where: str) -> Entry:
     if not piece:
         raise ConfigError(
-            f"{where}: {spec!r} has an empty entry; expected PERCENT:NAME entries "
+            f"{where}: {echo(spec)} has an empty entry; expected PERCENT:NAME entries "
             "separated by commas"
         )
     percent_text, sep, names = piece.rpartition(":") if ":" in piece else ("", "", piece)
@@ -107,12 +110,12 @@ def _parse_entry(piece: str, spec: str, where: str) -> Entry:
             percent = float(percent_text)
         except ValueError:
             raise ConfigError(
-                f"{where}: {spec!r}: {piece!r} has percentage {percent_text!r}; "
+                f"{where}: {echo(spec)}: {echo(piece)} has percentage {echo(percent_text)}; "
                 "expected a number from 0 to 100"
             ) from None
         if not math.isfinite(percent) or not 0.0 <= percent <= 100.0:
             raise ConfigError(
-                f"{where}: {spec!r}: {piece!r} has percentage {percent_text!r}; "
+                f"{where}: {echo(spec)}: {echo(piece)} has percentage {echo(percent_text)}; "
                 "expected a number from 0 to 100"
             )
     else:
@@ -121,7 +124,7 @@ def _parse_entry(piece: str, spec: str, where: str) -> Entry:
     for name in chain:
         if not name or not all(part.isidentifier() for part in name.split(".")):
             raise ConfigError(
-                f"{where}: {spec!r}: {piece!r} has handler name {name!r}; "
+                f"{where}: {echo(spec)}: {echo(piece)} has handler name {echo(name)}; "
                 "expected a name or a dotted path such as 'delay' or "
                 "'package.module.Handler'"
             )

@@ -165,7 +165,7 @@ def _main(argv: list[str]) -> int:
             "no backend: give --distant HOST:PORT or 'distant' in the [vaurien] section of --config"
         )
     local_text = args.local or (config.local if config else None) or DEFAULT_LOCAL
-    local = parse_address(local_text, "--local" if args.local else "local")
+    local = parse_address(local_text, "--local" if args.local else "local", listen=True)
     logging.basicConfig(
         stream=sys.stderr,
         level=args.log_level.upper(),

@@ -25,7 +25,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pytest_vaurien.errors import ConfigError
+from pytest_vaurien.echo import echo
+from pytest_vaurien.errors import ConfigError, VaurienError
 from pytest_vaurien.registry import Registry
 from pytest_vaurien.settings import Layer
 
@@ -49,9 +50,22 @@ class ConfigFile:
     aliases: dict[str, str] = field(default_factory=dict)
 
     def register_aliases(self, registry: Registry) -> None:
-        """Make each ``[handler:NAME]`` with a ``callable`` a handler name in ``registry``."""
+        """Make each ``[handler:NAME]`` with a ``callable`` a handler name in ``registry``.
+
+        Importing the callable runs the user's module: that is the code the
+        file chose to run. What goes wrong is said from the file's section,
+        as every other mistake in the file is.
+
+        :raises ConfigError: (or ``HandlerError``) naming the file and section.
+        """
         for name, path in self.aliases.items():
-            registry.alias(name, path, f"[handler:{name}] in {str(self.path)!r}")
+            origin = f"[handler:{name}] in {str(self.path)!r}"
+            try:
+                registry.alias(name, path, origin)
+            except VaurienError as error:
+                where = f"config file {str(self.path)!r}, section [{HANDLER_PREFIX}{name}]"
+                message = str(error).removeprefix(f"{origin}: ")
+                raise type(error)(f"{where}: {message}") from error
 
 
 def read_config_file(path: str | Path) -> ConfigFile:
@@ -64,12 +78,22 @@ def read_config_file(path: str | Path) -> ConfigFile:
     parser = configparser.ConfigParser(interpolation=None)
     parser.optionxform = str  # type: ignore[assignment,method-assign]  # keep option case
     try:
-        with path.open(encoding="utf-8") as stream:
-            parser.read_file(stream)
+        data = path.read_bytes()
     except OSError as error:
         raise ConfigError(
             f"config file {str(path)!r}: cannot read it: {error.strerror or error}"
         ) from None
+    try:
+        # utf-8-sig: a byte-order mark (as some Windows editors write) is not a key
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        line = data.count(b"\n", 0, error.start) + 1
+        raise ConfigError(
+            f"config file {str(path)!r}: line {line} is not UTF-8 text (byte "
+            f"0x{data[error.start]:02x}); expected a UTF-8 encoded file"
+        ) from None
+    try:
+        parser.read_string(text, source=str(path))
     except configparser.Error as error:
         message = str(error).splitlines()[0]
         raise ConfigError(f"config file {str(path)!r}: not a valid ini file: {message}") from None
@@ -78,7 +102,7 @@ def read_config_file(path: str | Path) -> ConfigFile:
     options: dict[tuple[str, str], str] = {}
     aliases: dict[str, str] = {}
     for section in parser.sections():
-        where = f"config file {str(path)!r}, section [{section}]"
+        where = f"config file {str(path)!r}, section [{_cut(section)}]"
         values = {
             key: _substitute(value, f"{where}, {key}") for key, value in parser.items(section)
         }
@@ -86,23 +110,29 @@ def read_config_file(path: str | Path) -> ConfigFile:
             for key in values:
                 if key not in MAIN_KEYS:
                     raise ConfigError(
-                        f"{where}: unknown key {key!r}; expected one of {', '.join(MAIN_KEYS)}"
+                        f"{where}: unknown key {echo(key)}; expected one of {', '.join(MAIN_KEYS)}"
                     )
             main = values
         elif section.startswith(HANDLER_PREFIX):
             name = section[len(HANDLER_PREFIX) :].strip()
             if not name.isidentifier():
                 raise ConfigError(
-                    f"{where}: {name!r} is not a handler name; expected "
+                    f"{where}: {echo(name)} is not a handler name; expected "
                     "[handler:NAME] with NAME an identifier"
                 )
             if "callable" in values:
-                aliases[name] = values.pop("callable")
+                target = values.pop("callable").strip()
+                if not _is_dotted_path(target):
+                    raise ConfigError(
+                        f"{where}: callable = {echo(target)} is not a dotted path; expected "
+                        "e.g. package.module.Handler"
+                    )
+                aliases[name] = target
             for option, value in values.items():
                 options[(name, option)] = value
         else:
             raise ConfigError(
-                f"config file {str(path)!r}: unknown section [{section}]; "
+                f"config file {str(path)!r}: unknown section [{_cut(section)}]; "
                 f"expected [{MAIN_SECTION}] or [{HANDLER_PREFIX}NAME]"
             )
     seed = None
@@ -112,7 +142,7 @@ def read_config_file(path: str | Path) -> ConfigFile:
         except ValueError:
             raise ConfigError(
                 f"config file {str(path)!r}, section [{MAIN_SECTION}]: seed = "
-                f"{main['seed']!r} is not an integer"
+                f"{echo(main['seed'])} is not an integer"
             ) from None
     source = f"config file {str(path)!r}"
     layer = Layer(
@@ -135,3 +165,15 @@ def _substitute(value: str, where: str) -> str:
         return os.environ[name]
 
     return _ENV_VAR.sub(replace, value)
+
+
+def _is_dotted_path(text: str) -> bool:
+    """``module.attribute`` at least: a bare name would never import as a handler class."""
+    parts = text.split(".")
+    return len(parts) >= 2 and all(part.isidentifier() for part in parts)
+
+
+def _cut(text: str) -> str:
+    """A section name as messages show it: unquoted, cut as ``echo`` cuts values."""
+    shown = echo(text)
+    return text if shown == repr(text) else shown

@@ -32,7 +32,7 @@ class Typed(BaseHandler):
     ("text", "expected"),
     [
         ("127.0.0.1:6379", ("127.0.0.1", 6379)),
-        ("localhost:0", ("localhost", 0)),
+        ("localhost:1", ("localhost", 1)),
         ("[::1]:8000", ("::1", 8000)),
         (("127.0.0.1", 80), ("127.0.0.1", 80)),
     ],
@@ -46,7 +46,7 @@ def test_parse_address(text, expected):
     [
         ("localhost", "has no port"),
         ("localhost:http", "has port 'http'; expected a number"),
-        ("localhost:70000", "expected 0 to 65535"),
+        ("localhost:70000", "expected a number from 1 to 65535"),
         (":80", "has no host"),
         ("::1:80", "write an IPv6 address as [HOST]:PORT"),
         ("[::1]80", "expected [IPV6]:PORT"),

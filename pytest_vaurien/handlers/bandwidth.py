@@ -6,7 +6,7 @@ import time
 
 import gevent
 
-from pytest_vaurien.handlers.base import BaseHandler
+from pytest_vaurien.handlers.base import BaseHandler, Range
 from pytest_vaurien.handlers.context import SocketView
 from pytest_vaurien.handlers.streams import DIRECTION_OPTION, affects, relay
 
@@ -27,7 +27,12 @@ class Bandwidth(BaseHandler):
 
     name = "bandwidth"
     options = {
-        "rate": ("Throughput limit in KB/s (1 KB = 1000 bytes); 0 means no limit", float, 0.0),
+        "rate": (
+            "Throughput limit in KB/s (1 KB = 1000 bytes); 0 means no limit",
+            float,
+            0.0,
+            Range(0),
+        ),
         "direction": DIRECTION_OPTION,
     }
 

@@ -8,17 +8,28 @@ handler does to bytes stays apart from the relay's plumbing.
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Mapping
 from contextvars import ContextVar
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from pytest_vaurien.echo import echo
 from pytest_vaurien.errors import ConfigError, HandlerError
 from pytest_vaurien.handlers.context import ConnectionView, ProxyInfo, SocketView
 
-__all__ = ["BaseHandler", "ConvertedOptions", "OptionSpec", "convert_value", "option_names"]
+__all__ = [
+    "BaseHandler",
+    "ConvertedOptions",
+    "OptionSpec",
+    "Range",
+    "convert_value",
+    "option_names",
+]
 
-#: ``(description, type, default)`` or ``(description, type, default, choices)``.
+#: ``(description, type, default)`` or ``(description, type, default, choices)``;
+#: for a number, ``choices`` may be a :class:`Range`.
 OptionSpec = tuple[Any, ...]
 
 _TRUE = frozenset({"1", "true", "yes", "on"})
@@ -40,6 +51,42 @@ CONNECTION_RANDOM: ContextVar[tuple[ConnectionView, str] | None] = ContextVar(
 )
 
 
+@dataclass(frozen=True)
+class Range:
+    """The values a numeric option allows, declared where choices go:
+    ``("Delay in seconds", float, 1.0, Range(0))``.
+
+    A sleep of -1 or a rate of -5 would otherwise surface deep in the relay
+    (or, worse, mean something odd without a word); declaring the bound next
+    to the type lets the one conversion reject it with a message naming the
+    source, like any other bad value. ``None`` leaves that side open.
+    """
+
+    minimum: float | None = None
+    maximum: float | None = None
+
+    def __contains__(self, value: object) -> bool:
+        if not isinstance(value, (int, float)):
+            return False
+        if self.minimum is not None and value < self.minimum:
+            return False
+        return self.maximum is None or value <= self.maximum
+
+    def __str__(self) -> str:
+        low, high = self.minimum, self.maximum
+        if low is not None and high is not None:
+            return f"from {_number(low)} to {_number(high)}"
+        if low is not None:
+            return f">= {_number(low)}"
+        if high is not None:
+            return f"<= {_number(high)}"
+        return "any"
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
+
+
 class ConvertedOptions(dict[str, Any]):
     """Option values already converted to their declared types (by the fault
     plan, which names the source of a bad one): ``BaseHandler`` takes them
@@ -49,7 +96,13 @@ class ConvertedOptions(dict[str, Any]):
 def convert_value(value: Any, kind: type, choices: Any = None) -> Any:
     """Convert ``value`` (often a string from an ini file) to ``kind``.
 
-    :raises ValueError: with a phrase saying what is expected.
+    A float must be finite: no option means anything sensible by ``inf`` or
+    ``nan`` (a sleep of ``inf`` is a hang, which has its own handler), and
+    gevent's timers fail on them far from where they were written.
+    ``choices`` is a collection of allowed values or a :class:`Range`.
+
+    :raises ValueError: with a phrase saying what is expected: the type
+        first (``expected a number``), then the range or the choices.
     """
     expected = _TYPE_WORDS.get(kind, f"a {kind.__name__}")
     if kind is bool:
@@ -66,18 +119,23 @@ def convert_value(value: Any, kind: type, choices: Any = None) -> Any:
             kind is int and isinstance(value, float) and not value.is_integer()
         ):
             raise ValueError(f"expected {expected}")
+        bound = f" {choices}" if isinstance(choices, Range) else ""
         try:
             converted = kind(value.strip() if isinstance(value, str) else value)
         except (TypeError, ValueError):
             raise ValueError(f"expected {expected}") from None
-        if kind is float and converted != converted:  # NaN never makes sense here
-            raise ValueError(f"expected {expected}")
+        except OverflowError:  # float(10**400)
+            raise ValueError(f"expected a finite number{bound}") from None
+        if kind is float and not math.isfinite(converted):
+            raise ValueError(f"expected a finite number{bound}")
     else:
         try:
             converted = kind(value)
         except (TypeError, ValueError):
             raise ValueError(f"expected {expected}") from None
     if choices is not None and converted not in choices:
+        if isinstance(choices, Range):
+            raise ValueError(f"expected {expected} {choices}")
         listed = ", ".join(sorted(str(choice) for choice in choices))
         raise ValueError(f"expected one of {listed}")
     return converted
@@ -129,7 +187,7 @@ class BaseHandler:
         if spec is None:
             known = ", ".join(option_names(cls)) or "none"
             raise ConfigError(
-                f"handler {cls.name!r} has no option {option!r}; known options: {known}"
+                f"handler {cls.name!r} has no option {echo(option)}; known options: {known}"
             )
         if len(spec) not in (3, 4):
             raise HandlerError(
@@ -141,7 +199,7 @@ class BaseHandler:
             return convert_value(value, kind, choices)
         except ValueError as error:
             raise ConfigError(
-                f"handler {cls.name!r}: option {option!r} = {value!r} is not valid; {error}"
+                f"handler {cls.name!r}: option {option!r} = {echo(value)} is not valid; {error}"
             ) from None
 
     def effective_options(self) -> dict[str, Any]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pytest_vaurien.handlers.base import BaseHandler
+from pytest_vaurien.handlers.base import BaseHandler, Range
 from pytest_vaurien.handlers.context import SocketView
 from pytest_vaurien.handlers.streams import forward_later, relay
 
@@ -25,9 +25,9 @@ class Delay(BaseHandler):
 
     name = "delay"
     options = {
-        "sleep": ("Delay in seconds", float, 1.0),
+        "sleep": ("Delay in seconds", float, 1.0, Range(0)),
         "before": ("If True adds before the backend is called, otherwise after", bool, True),
-        "jitter": ("Random variation of the delay, in seconds (+/-)", float, 0.0),
+        "jitter": ("Random variation of the delay, in seconds (+/-)", float, 0.0, Range(0)),
     }
 
     def pause(self) -> float:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from pytest_vaurien.handlers.base import BaseHandler
+from pytest_vaurien.handlers.base import BaseHandler, Range
 from pytest_vaurien.handlers.context import ConnectionView, ProxyInfo, SocketView
 
 __all__ = ["Error"]
@@ -25,7 +25,7 @@ class Error(BaseHandler):
     name = "error"
     options = {
         "inject": ("Insert random bytes into the reply instead of replacing it", bool, False),
-        "warmup": ("Connections to let through before erroring", int, 0),
+        "warmup": ("Connections to let through before erroring", int, 0, Range(0)),
     }
 
     def __init__(

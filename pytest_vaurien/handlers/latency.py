@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pytest_vaurien.handlers.base import BaseHandler
+from pytest_vaurien.handlers.base import BaseHandler, Range
 from pytest_vaurien.handlers.context import SocketView
 from pytest_vaurien.handlers.delay import jittered
 from pytest_vaurien.handlers.streams import DIRECTION_OPTION, affects, forward_later, relay
@@ -18,8 +18,8 @@ class Latency(BaseHandler):
 
     name = "latency"
     options = {
-        "latency": ("Delay in seconds", float, 0.0),
-        "jitter": ("Random variation of the delay, in seconds (+/-)", float, 0.0),
+        "latency": ("Delay in seconds", float, 0.0, Range(0)),
+        "jitter": ("Random variation of the delay, in seconds (+/-)", float, 0.0, Range(0)),
         "direction": DIRECTION_OPTION,
     }
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pytest_vaurien.handlers.base import BaseHandler
+from pytest_vaurien.handlers.base import BaseHandler, Range
 from pytest_vaurien.handlers.context import SocketView
 from pytest_vaurien.handlers.streams import DIRECTION_OPTION, affects, relay
 
@@ -18,7 +18,7 @@ class LimitData(BaseHandler):
 
     name = "limit_data"
     options = {
-        "bytes": ("Bytes to transmit before the connection is closed", int, 0),
+        "bytes": ("Bytes to transmit before the connection is closed", int, 0, Range(0)),
         "direction": DIRECTION_OPTION,
     }
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gevent
 
-from pytest_vaurien.handlers.base import BaseHandler
+from pytest_vaurien.handlers.base import BaseHandler, Range
 from pytest_vaurien.handlers.context import SocketView
 
 __all__ = ["ResetPeer"]
@@ -19,7 +19,7 @@ class ResetPeer(BaseHandler):
 
     name = "reset_peer"
     options = {
-        "timeout": ("Seconds between the first data and the reset", float, 0.0),
+        "timeout": ("Seconds between the first data and the reset", float, 0.0, Range(0)),
     }
 
     def __call__(self, client_sock: SocketView, backend_sock: SocketView, to_backend: bool) -> bool:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gevent
 
-from pytest_vaurien.handlers.base import BaseHandler
+from pytest_vaurien.handlers.base import BaseHandler, Range
 from pytest_vaurien.handlers.context import SocketView
 from pytest_vaurien.handlers.streams import DIRECTION_OPTION, affects, relay
 
@@ -21,9 +21,19 @@ class Slicer(BaseHandler):
 
     name = "slicer"
     options = {
-        "average_size": ("Average size of a piece, in bytes; 0 leaves chunks whole", int, 0),
-        "size_variation": ("Random variation of a piece's size, in bytes (+/-)", int, 0),
-        "delay": ("Seconds between two pieces", float, 0.0),
+        "average_size": (
+            "Average size of a piece, in bytes; 0 leaves chunks whole",
+            int,
+            0,
+            Range(0),
+        ),
+        "size_variation": (
+            "Random variation of a piece's size, in bytes (+/-)",
+            int,
+            0,
+            Range(0),
+        ),
+        "delay": ("Seconds between two pieces", float, 0.0, Range(0)),
         "direction": DIRECTION_OPTION,
     }
 

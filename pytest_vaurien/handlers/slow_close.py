@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gevent
 
-from pytest_vaurien.handlers.base import BaseHandler
+from pytest_vaurien.handlers.base import BaseHandler, Range
 from pytest_vaurien.handlers.context import SocketView
 from pytest_vaurien.handlers.streams import DIRECTION_OPTION, affects, relay
 
@@ -16,7 +16,7 @@ class SlowClose(BaseHandler):
 
     name = "slow_close"
     options = {
-        "delay": ("Seconds to hold a close before passing it on", float, 0.0),
+        "delay": ("Seconds to hold a close before passing it on", float, 0.0, Range(0)),
         "direction": DIRECTION_OPTION,
     }
 

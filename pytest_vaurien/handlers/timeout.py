@@ -6,7 +6,7 @@ import time
 
 import gevent
 
-from pytest_vaurien.handlers.base import BaseHandler
+from pytest_vaurien.handlers.base import BaseHandler, Range
 from pytest_vaurien.handlers.context import ConnectionView, SocketView
 
 __all__ = ["Timeout"]
@@ -22,7 +22,12 @@ class Timeout(BaseHandler):
 
     name = "timeout"
     options = {
-        "timeout": ("Seconds without data before the connection is closed; 0: never", float, 0.0),
+        "timeout": (
+            "Seconds without data before the connection is closed; 0: never",
+            float,
+            0.0,
+            Range(0),
+        ),
     }
 
     def on_connection(self, connection: ConnectionView) -> None:

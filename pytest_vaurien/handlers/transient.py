@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pytest_vaurien.handlers.base import Range
 from pytest_vaurien.handlers.error import Error
 
 __all__ = ["Transient"]
@@ -17,7 +18,12 @@ class Transient(Error):
     name = "transient"
     options = {
         **Error.options,
-        "agitate": ("Connections that fail before the handler turns transparent", int, 1),
+        "agitate": (
+            "Connections that fail before the handler turns transparent",
+            int,
+            1,
+            Range(0),
+        ),
     }
 
     def is_faulty(self, number: int) -> bool:
