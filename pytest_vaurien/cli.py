@@ -7,34 +7,56 @@ vaurien --config config.ini
 ```
 
 Errors are one line on stderr and exit status 2; SIGINT and SIGTERM stop
-the proxy cleanly (exit 0). Never imports the pytest plugin.
+the proxy cleanly (exit 0); SIGHUP reloads ``--config``. Never imports the
+pytest plugin.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
+import os
+import queue
 import signal
+import socket
 import sys
-import threading
-from collections.abc import Sequence
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any, NoReturn
 
 from pytest_vaurien import __version__
-from pytest_vaurien.address import format_address, parse_address
+from pytest_vaurien.address import Address, format_address, parse_address
 from pytest_vaurien.config_file import ConfigFile, read_config_file
+from pytest_vaurien.echo import echo
 from pytest_vaurien.engine.proxy import Proxy
-from pytest_vaurien.errors import VaurienError
+from pytest_vaurien.errors import ConfigError, VaurienError
+from pytest_vaurien.handlers.base import OptionSpec, Range
 from pytest_vaurien.plan import check_settings
 from pytest_vaurien.records import ConnectionRecord
 from pytest_vaurien.registry import Registry, make_plugin_manager, registry_from_plugins
-from pytest_vaurien.settings import Layer, resolve
+from pytest_vaurien.settings import Layer, Settings, resolve
 
-__all__ = ["main"]
+__all__ = ["main", "run"]
 
 DEFAULT_LOCAL = "127.0.0.1:8000"
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 HANDLER_FLAG = "--handlers."
+#: The options that take a value: a value may start with '-' (``--behavior -5:delay``).
+VALUE_FLAGS = (
+    "--behavior",
+    "--config",
+    "--distant",
+    "--local",
+    "--log-level",
+    "--port-file",
+    "--seed",
+)
+#: Every long option, to expand an abbreviation as argparse would.
+ALL_FLAGS = (*VALUE_FLAGS, "--help", "--list-handlers", "--version")
+#: SIGHUP does not exist on Windows.
+SIGHUP: int | None = getattr(signal, "SIGHUP", None)
 
 log = logging.getLogger("vaurien")
 
@@ -65,8 +87,15 @@ def build_parser(registry: Registry) -> argparse.ArgumentParser:
     parser.add_argument(
         "--behavior", metavar="SPEC", help="which faults connections get, e.g. 20:delay,10:error"
     )
-    parser.add_argument("--config", metavar="FILE", help="a vaurien ini file")
+    parser.add_argument(
+        "--config", metavar="FILE", help="a vaurien ini file; SIGHUP reads it again"
+    )
     parser.add_argument("--seed", metavar="N", type=int, help="seed every random choice")
+    parser.add_argument(
+        "--port-file",
+        metavar="PATH",
+        help="once listening, write the port number (and a newline) to PATH",
+    )
     parser.add_argument(
         "--log-level",
         default="info",
@@ -82,11 +111,23 @@ def build_parser(registry: Registry) -> argparse.ArgumentParser:
     return parser
 
 
+def _values(spec: OptionSpec, upper: bool) -> str:
+    """What an option takes: ``{both,downstream,upstream}``, ``FLOAT >= 0``, ``int``."""
+    choices = spec[3] if len(spec) == 4 else None
+    name: str = spec[1].__name__
+    kind = name.upper() if upper else name
+    if isinstance(choices, Range):
+        return f"{kind} {choices}"
+    if choices is not None:
+        return "{" + ",".join(sorted(str(choice) for choice in choices)) + "}"
+    return kind
+
+
 def _handler_help(registry: Registry) -> str:
     lines = ["handler options (--handlers.NAME.OPTION VALUE):"]
     for name, registration in registry.registrations():
         for option, spec in sorted(registration.handler.options.items()):
-            lines.append(f"  {HANDLER_FLAG}{name}.{option} {spec[1].__name__.upper()}")
+            lines.append(f"  {HANDLER_FLAG}{name}.{option} {_values(spec, upper=True)}")
             lines.append(f"      {spec[0]} (default {spec[2]!r})")
     return "\n".join(lines)
 
@@ -98,8 +139,47 @@ def list_handlers(registry: Registry) -> str:
         handler = registration.handler
         out.append(f"{name} ({registration.origin}): {handler.describe()}")
         for option, spec in sorted(handler.options.items()):
-            out.append(f"    {option} ({spec[1].__name__}, default {spec[2]!r}): {spec[0]}")
+            out.append(
+                f"    {option} ({_values(spec, upper=False)}, default {spec[2]!r}): {spec[0]}"
+            )
     return "\n".join(out)
+
+
+def normalize_arguments(argv: Sequence[str]) -> list[str]:
+    """Join a value that starts with '-' to its option: ``--behavior -5:delay``
+    becomes ``--behavior=-5:delay``.
+
+    argparse takes ``-5:delay`` for an option and says "expected one
+    argument", hiding the real mistake (a negative percentage) that the
+    behavior parser names. A value starting with ``--`` is left alone: that
+    is a forgotten value followed by the next option.
+    """
+    out: list[str] = []
+    tokens = list(argv)
+    while tokens:
+        token = tokens.pop(0)
+        if token == "--":
+            out += [token, *tokens]
+            break
+        if (
+            tokens
+            and tokens[0].startswith("-")
+            and not tokens[0].startswith("--")
+            and _takes_value(token)
+        ):
+            out.append(f"{token}={tokens.pop(0)}")
+        else:
+            out.append(token)
+    return out
+
+
+def _takes_value(token: str) -> bool:
+    if not token.startswith("--") or "=" in token:
+        return False
+    if token.startswith(HANDLER_FLAG):
+        return True
+    matches = [flag for flag in ALL_FLAGS if flag.startswith(token)]
+    return token in VALUE_FLAGS or (len(matches) == 1 and matches[0] in VALUE_FLAGS)
 
 
 def parse_handler_flags(extras: Sequence[str]) -> dict[tuple[str, str], str]:
@@ -112,14 +192,14 @@ def parse_handler_flags(extras: Sequence[str]) -> dict[tuple[str, str], str]:
     while tokens:
         token = tokens.pop(0)
         if not token.startswith(HANDLER_FLAG):
-            raise UsageError(f"unrecognized argument {token!r}")
+            raise UsageError(f"unrecognized argument {echo(token)}")
         key, sep, value = token[len(HANDLER_FLAG) :].partition("=")
         name, dot, option = key.rpartition(".")
         if not dot or not name or not option:
-            raise UsageError(f"{token!r}: expected --handlers.NAME.OPTION VALUE")
+            raise UsageError(f"{echo(token)}: expected --handlers.NAME.OPTION VALUE")
         if not sep:
             if not tokens:
-                raise UsageError(f"{token}: expected a value")
+                raise UsageError(f"{echo(token)[1:-1]}: expected a value")
             value = tokens.pop(0)
         options[(name, option)] = value
     return options
@@ -133,6 +213,21 @@ def _registry(config: ConfigFile | None) -> Registry:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """The console script: the current directory comes first on ``sys.path``.
+
+    ``python -m pytest_vaurien`` puts it there, the ``vaurien`` script (whose
+    ``sys.path[0]`` is its own bin directory) does not: without this,
+    ``--behavior 100:myhandlers.Upper`` would work one way and not the other.
+    Python's ``-P`` (``PYTHONSAFEPATH``) turns it off, as it does for ``-m``.
+    """
+    if not getattr(sys.flags, "safe_path", False):
+        cwd = os.getcwd()
+        if not sys.path or sys.path[0] != cwd:
+            sys.path.insert(0, cwd)
+    return run(argv)
+
+
+def run(argv: Sequence[str] | None = None) -> int:
     """Run the command; return its exit status."""
     try:
         return _main(sys.argv[1:] if argv is None else list(argv))
@@ -143,8 +238,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _main(argv: list[str]) -> int:
     base = registry_from_plugins(make_plugin_manager())
-    args, extras = build_parser(base).parse_known_args(argv)
-    config = read_config_file(args.config) if args.config else None
+    args, extras = build_parser(base).parse_known_args(normalize_arguments(argv))
+    config = read_config_file(args.config) if args.config is not None else None
     registry = _registry(config)
     if args.list_handlers:
         print(list_handlers(registry))
@@ -164,8 +259,7 @@ def _main(argv: list[str]) -> int:
         raise UsageError(
             "no backend: give --distant HOST:PORT or 'distant' in the [vaurien] section of --config"
         )
-    local_text = args.local or (config.local if config else None) or DEFAULT_LOCAL
-    local = parse_address(local_text, "--local" if args.local else "local", listen=True)
+    local = _local_address(args.local, config)
     logging.basicConfig(
         stream=sys.stderr,
         level=args.log_level.upper(),
@@ -180,7 +274,43 @@ def _main(argv: list[str]) -> int:
         on_record=_log_record,
         keep_records=False,  # logged one by one; a long run must not keep them all
     )
-    return _serve(proxy)
+    _warn_if_unresolved(settings)
+    reloader = (
+        Reloader(
+            proxy, registry, config, command_line, settings, local_fixed=args.local is not None
+        )
+        if config
+        else None
+    )
+    return _serve(proxy, reloader, args.port_file)
+
+
+def _local_address(flag: str | None, config: ConfigFile | None) -> Address:
+    """``--local``, else the file's ``local``, else the default; empty is an error."""
+    if flag is not None:
+        return parse_address(flag, "--local", listen=True)
+    if config is not None and config.local is not None:
+        return parse_address(config.local, f"config file {str(config.path)!r}, local", listen=True)
+    return parse_address(DEFAULT_LOCAL, "default", listen=True)
+
+
+def _warn_if_unresolved(settings: Settings) -> None:
+    """Say so when the distant's name does not resolve now; go on all the same.
+
+    A backend in a container often gets its name only once it is up: each
+    connection tries the name again, so this is a warning, not an error.
+    """
+    assert settings.distant is not None
+    host, port = settings.distant
+    try:
+        socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError as error:
+        log.warning(
+            "distant %s: host %s does not resolve (%s); each connection will try again",
+            format_address(settings.distant),
+            echo(host),
+            error.strerror or error,
+        )
 
 
 def _log_record(record: ConnectionRecord) -> None:
@@ -188,35 +318,221 @@ def _log_record(record: ConnectionRecord) -> None:
         log.info("%s", record.describe())
 
 
-def _serve(proxy: Proxy) -> int:
-    stopping = threading.Event()
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
-    def request_stop(signum: int, frame: Any) -> None:
-        stopping.set()
 
-    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+class Reloader:
+    """SIGHUP: read ``--config`` again and put its behavior and options in force.
+
+    The command line still wins over the file. New connections get the new
+    plan at once, open ones from their next chunk (``Proxy.set_behavior``).
+    The distant, the local address and the seed are fixed at start; a file
+    that changes them is told so. A bad file changes nothing.
+    """
+
+    def __init__(
+        self,
+        proxy: Proxy,
+        registry: Registry,
+        config: ConfigFile,
+        command_line: Layer,
+        settings: Settings,
+        *,
+        local_fixed: bool = False,
+    ) -> None:
+        self.proxy = proxy
+        #: The proxy's own registry: aliases a reload adds must reach its plans.
+        self.registry = registry
+        self.config = config
+        self.command_line = command_line
+        self.settings = settings
+        #: ``--local`` was given: the file's ``local`` does not matter.
+        self.local_fixed = local_fixed
+
+    @property
+    def where(self) -> str:
+        return f"config file {str(self.config.path)!r}"
+
+    def reload(self) -> bool:
+        """Apply the file as it is now; log what changed, or why nothing did."""
+        try:
+            config, settings, added = self._read()
+            for name, path in added.items():
+                self.registry.alias(name, path, f"[handler:{name}] in {str(config.path)!r}")
+            self.proxy.set_behavior(
+                settings.behavior.spec or str(settings.behavior),
+                **self._option_keywords(settings),
+            )
+        except VaurienError as error:
+            log.error("reload failed, the configuration in force stays: %s", error)
+            return False
+        except Exception:  # a bug must not take a long-running proxy down
+            log.exception("reload failed, the configuration in force stays")
+            return False
+        changes = _changes(self.settings, settings)
+        self._warn_fixed(config, settings)
+        self.config, self.settings = config, settings
+        log.warning(
+            "reloaded %s: %s", self.where, "; ".join(changes) if changes else "nothing changed"
+        )
+        return True
+
+    def _read(self) -> tuple[ConfigFile, Settings, dict[str, str]]:
+        """The file, the settings it gives and its new aliases, all checked."""
+        config = read_config_file(self.config.path)
+        for name, path in config.aliases.items():
+            old = self.config.aliases.get(name)
+            if old is not None and old != path:
+                raise ConfigError(
+                    f"{self.where}, section [handler:{name}]: callable changed from "
+                    f"{echo(old)} to {echo(path)}; a handler name keeps its class until "
+                    "the command restarts"
+                )
+        added = {
+            name: path for name, path in config.aliases.items() if name not in self.config.aliases
+        }
+        trial = self.registry.copy()
+        dataclasses.replace(config, aliases=added).register_aliases(trial)
+        settings = resolve([config.layer, self.command_line])
+        check_settings(settings, trial)
+        return config, settings, added
+
+    def _option_keywords(self, settings: Settings) -> dict[str, Any]:
+        """``NAME__OPTION`` values for ``set_behavior``: the new ones, and the
+        default of each option the file no longer sets (``set_behavior`` lays
+        its options over the old ones, so a dropped line must be undone)."""
+        keywords = {
+            f"{name}__{option}": sourced.value
+            for name, values in settings.options.items()
+            for option, sourced in values.items()
+        }
+        targets = self.registry.option_targets(settings.behavior)
+        for name, values in self.settings.options.items():
+            handler = targets.get(name)
+            for option in values:
+                key = f"{name}__{option}"
+                if key not in keywords and handler is not None and option in handler.options:
+                    keywords[key] = handler.options[option][2]
+        return keywords
+
+    def _warn_fixed(self, config: ConfigFile, settings: Settings) -> None:
+        fixed = {
+            "distant": (self.settings.distant, settings.distant),
+            "seed": (self.settings.seed, settings.seed),
+            "local": (None, None) if self.local_fixed else (self.config.local, config.local),
+        }
+        for key, (old, new) in fixed.items():
+            if old != new:
+                log.warning(
+                    "%s: %s changed; it takes effect only when the command restarts",
+                    self.where,
+                    key,
+                )
+
+
+def _changes(old: Settings, new: Settings) -> list[str]:
+    """``behavior 100:dummy -> 20:delay``, ``delay.sleep '1' -> '2'``, ..."""
+    changes = []
+    if str(old.behavior) != str(new.behavior):
+        before, after = (b.spec or str(b) for b in (old.behavior, new.behavior))
+        changes.append(f"behavior {echo(before)} -> {echo(after)}")
+    for name, option, before, after in _option_diff(old.options, new.options):
+        changes.append(f"{name}.{option} {before} -> {after}")
+    return changes
+
+
+def _option_diff(
+    old: Mapping[str, Mapping[str, Any]], new: Mapping[str, Mapping[str, Any]]
+) -> list[tuple[str, str, str, str]]:
+    keys = sorted(
+        {(name, option) for name, values in old.items() for option in values}
+        | {(name, option) for name, values in new.items() for option in values}
+    )
+    diff = []
+    for name, option in keys:
+        before = old.get(name, {}).get(option)
+        after = new.get(name, {}).get(option)
+        shown = [echo(s.value) if s is not None else "(default)" for s in (before, after)]
+        if shown[0] != shown[1]:
+            diff.append((name, option, shown[0], shown[1]))
+    return diff
+
+
+def _write_port_file(path: str, port: int) -> None:
+    """Write ``PORT\\n`` atomically: a reader sees no file or the whole number."""
+    target = Path(path)
+    try:
+        fd, temporary = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+        try:
+            with os.fdopen(fd, "w") as stream:
+                stream.write(f"{port}\n")
+            os.replace(temporary, target)
+        except BaseException:
+            os.unlink(temporary)
+            raise
+    except OSError as error:
+        raise UsageError(
+            f"--port-file: cannot write {echo(path)}: {error.strerror or error}"
+        ) from None
+
+
+def _serve(proxy: Proxy, reloader: Reloader | None, port_file: str | None) -> int:
+    """Run until SIGINT or SIGTERM; SIGHUP reloads.
+
+    Signal handlers only queue the signal (``SimpleQueue.put`` is safe in
+    one); the main loop acts on it, outside the handler.
+    """
+    signals: queue.SimpleQueue[int] = queue.SimpleQueue()
+
+    def queue_signal(signum: int, frame: Any) -> None:
+        signals.put(signum)
+
+    handled = [signal.SIGINT, signal.SIGTERM] + ([SIGHUP] if SIGHUP is not None else [])
+    previous = {sig: signal.signal(sig, queue_signal) for sig in handled}
+    wrote_port_file = False
     try:
         proxy.start()
-        log.warning(
+        if port_file is not None:
+            _write_port_file(port_file, proxy.port)
+            wrote_port_file = True
+        try:
+            print(f"listening on {format_address(proxy.address)}", flush=True)
+        except OSError:  # stdout closed (a pipe nobody reads): the proxy runs on
+            pass
+        log.info(
             "proxying %s -> %s, behavior %s, seed %s",
             format_address(proxy.address),
             proxy.distant,
             proxy.behavior,
             proxy.seed,
         )
-        stopping.wait()
+        while True:
+            signum = signals.get()
+            if signum != SIGHUP:
+                break
+            if reloader is None:
+                log.warning("SIGHUP: no --config file to reload; ignored")
+            else:
+                reloader.reload()
         open_connections = proxy.open_connections
         proxy.stop()
-        log.warning(
-            "stopped; %d connections relayed, %d were open",
-            proxy.accepted,
+        log.info(
+            "stopped; %s relayed, %d %s open",
+            _plural(proxy.accepted, "connection"),
             open_connections,
+            "was" if open_connections == 1 else "were",
         )
         return 0
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         proxy.stop()
+        if wrote_port_file and port_file is not None:
+            try:
+                os.unlink(port_file)
+            except OSError:
+                pass
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -208,7 +208,7 @@ def test_list_handlers(tmp_path):
     assert result.returncode == 0
     out = result.stdout
     assert "delay (built-in): Delays each chunk" in out
-    assert "    sleep (float, default 1.0): Delay in seconds" in out
+    assert "    sleep (float >= 0, default 1.0): Delay in seconds" in out
     assert "foobar ([handler:foobar] in 'c.ini'): Upper-cases replies" in out
     assert "    suffix (str, default ''): Appended to each reply" in out
 
