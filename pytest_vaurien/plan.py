@@ -6,38 +6,45 @@ change builds a new plan and the proxy swaps it whole, so a connection knows
 its chain is stale by comparing plans by identity, and two threads never see
 half a change.
 
-The *unit* is what one fault decision is made for. Under ``tcp`` it is the
-connection (design.md, "The unit of traffic"); the engine hands the plan a
-:class:`Unit` and gets a :class:`Decision` back. Pure: no gevent, no pytest.
+The *unit* is what one fault decision is made for: under ``tcp`` the
+connection, under a protocol one request and its reply (design.md, "The
+unit of traffic"). The engine hands the plan a :class:`Unit` and gets a
+:class:`Decision` back: the first rule that matches the unit and whose
+schedule and percent hold, else the behavior mix. Pure: no gevent, no pytest.
 """
 
 from __future__ import annotations
 
+import hashlib
 import random
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
 
 from pytest_vaurien.behavior import Behavior, parse_behavior
 from pytest_vaurien.errors import ConfigError, HandlerError, VaurienError
 from pytest_vaurien.handlers.base import BaseHandler, ConvertedOptions
 from pytest_vaurien.handlers.context import ProxyInfo
+from pytest_vaurien.protocols import TCP, check_protocol, wire_protocol
+from pytest_vaurien.protocols.base import Matcher, MessageInfo, WireProtocol
 from pytest_vaurien.registry import Registry
+from pytest_vaurien.rules import Rule, coerce_rules
 from pytest_vaurien.settings import Settings, Sourced
 
 __all__ = [
     "TCP",
+    "BoundRule",
     "Decision",
     "Plan",
     "SourcedOptions",
     "Unit",
     "build_plan",
     "check_settings",
+    "percent_draw",
     "plan_from_settings",
     "relayered",
+    "with_behavior_of",
+    "with_rules",
 ]
-
-#: The protocol whose unit is the whole connection.
-TCP = "tcp"
 
 #: ``handler name -> option -> raw value and its source``, as settings hold them.
 SourcedOptions = Mapping[str, Mapping[str, Sourced]]
@@ -53,6 +60,8 @@ class Unit:
     ordinal: int
     #: Seconds since the proxy started.
     time: float
+    #: The request, under a protocol (``None`` under ``tcp``).
+    request: MessageInfo | None = None
 
 
 @dataclass(frozen=True)
@@ -61,8 +70,10 @@ class Decision:
 
     names: tuple[str, ...]
     handlers: tuple[BaseHandler, ...]
-    #: What chose it: ``"draw"`` for the behavior mix.
+    #: What chose it: ``"draw"`` for the behavior mix, else the rule's name.
     by: str = "draw"
+    #: The live rule that fired, if one did.
+    rule: Rule | None = None
 
     @property
     def chain(self) -> str:
@@ -70,8 +81,31 @@ class Decision:
         return "+".join(self.names)
 
 
+@dataclass(frozen=True)
+class BoundRule:
+    """A live rule with what it needs to decide: its position, its matcher
+    (``None``: every unit) and its own handler instances."""
+
+    rule: Rule
+    position: int
+    matcher: Matcher | None
+    names: tuple[str, ...]
+    handlers: tuple[BaseHandler, ...]
+
+
+def percent_draw(seed: int, position: int, ordinal: int, connection: int | None = None) -> float:
+    """A number in [0, 100) that depends on nothing but its arguments.
+
+    So the same seed fires the same units whatever the thread interleaving,
+    the test order or the xdist worker (design.md, "Rules and schedules").
+    """
+    key = f"{seed}:{position}:{ordinal}" + ("" if connection is None else f":{connection}")
+    digest = hashlib.blake2b(key.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2**64 * 100.0
+
+
 class Plan:
-    """A behavior, its handler instances and the options they were made with."""
+    """A behavior, rules, their handler instances and the options they were made with."""
 
     def __init__(
         self,
@@ -79,12 +113,25 @@ class Plan:
         instances: Mapping[str, BaseHandler],
         options: SourcedOptions,
         protocol: str = TCP,
+        rules: Sequence[BoundRule] = (),
+        seed: int = 0,
+        rules_source: str = "rules",
     ) -> None:
         self.behavior = behavior
         self.instances = dict(instances)
         #: The raw options, with their sources: a live change lays its own over them.
         self.options = options
         self.protocol = protocol
+        #: The protocol's framers and matchers; ``None`` under ``tcp``.
+        self.wire: WireProtocol | None = wire_protocol(protocol)
+        self.bound_rules = tuple(rules)
+        self.seed = seed
+        self.rules_source = rules_source
+
+    @property
+    def rules(self) -> list[Rule]:
+        """The live rules, in order."""
+        return [bound.rule for bound in self.bound_rules]
 
     @property
     def spec(self) -> str:
@@ -95,12 +142,47 @@ class Plan:
         """The instance the behavior uses under ``name``."""
         return self.instances[name]
 
-    def decide(self, unit: Unit, draw: Callable[[], random.Random]) -> Decision:
-        """The fault ``unit`` gets: the behavior mix draws from ``draw()``.
+    def decide(
+        self,
+        unit: Unit,
+        draw: Callable[[], random.Random],
+        per_connection: MutableMapping[int, int] | None = None,
+    ) -> Decision:
+        """The fault ``unit`` gets: the first rule that fires, else the behavior mix.
 
-        ``draw`` is called only when there is a choice to make, so the
-        common ``100:NAME`` case costs no random source.
+        Each rule whose match holds counts the unit; it fires if its
+        schedule and percent hold too. ``per_connection`` keeps the ordinals
+        of ``per="connection"`` rules for the unit's connection. ``draw`` is
+        called only when the behavior has a choice to make, so the common
+        ``100:NAME`` case costs no random source.
         """
+        for bound in self.bound_rules:
+            rule = bound.rule
+            if bound.matcher is not None and (
+                unit.request is None or not bound.matcher(unit.request)
+            ):
+                continue
+            rule.matched += 1
+            connection: int | None = None
+            if rule.per == "connection":
+                counts = per_connection if per_connection is not None else {}
+                ordinal = counts[bound.position] = counts.get(bound.position, 0) + 1
+                connection = unit.connection
+            else:
+                ordinal = rule.matched
+            if not rule.schedule.holds(ordinal, unit.time, rule.fired):
+                continue
+            if rule.percent < 100.0 and (
+                percent_draw(self.seed, bound.position, ordinal, connection) >= rule.percent
+            ):
+                continue
+            rule.fired += 1
+            return Decision(bound.names, bound.handlers, rule.name, rule)
+        return self.draw(draw)
+
+    def draw(self, draw: Callable[[], random.Random]) -> Decision:
+        """The behavior mix alone: a unit no rule fired for, drawn again
+        after a live change of behavior."""
         names = self.behavior.choose(draw)
         return Decision(names, tuple(self.instances[name] for name in names))
 
@@ -156,6 +238,76 @@ def _instantiate(
         ) from error
 
 
+def _bind_rules(
+    rules: Sequence[Rule],
+    converted: Mapping[str, ConvertedOptions],
+    registry: Registry,
+    wire: WireProtocol | None,
+    protocol: str,
+    *,
+    where: str,
+    proxy: ProxyInfo | None,
+    reuse: Plan | None,
+) -> list[BoundRule]:
+    """Live rules, checked: names, options, match forms, error options."""
+    bound: list[BoundRule] = []
+    names: set[str] = set()
+    previous = {id(b.rule): b for b in reuse.bound_rules} if reuse is not None else {}
+    for position, rule in enumerate(rules, start=1):
+        rule.name = rule.given_name or f"{rule.fault}#{position}"
+        here = f"{where}: rule {rule.name!r}"
+        if rule.name in names:
+            raise ConfigError(f"{here}: the name is taken by an earlier rule; names must differ")
+        names.add(rule.name)
+        if wire is None:
+            if rule.match is not None:
+                raise ConfigError(
+                    f"{here}: match={rule.match!r} needs a protocol; under tcp the unit is the "
+                    "connection and a rule matches every one (set protocol='http', ...)"
+                )
+            matcher = None
+        else:
+            matcher = wire.parse_match(rule.match, f"{here}: match") if rule.match else None
+        classes = [registry.resolve(name, here) for name in rule.chain]
+        for (handler, option), value in rule.handler_options.items():
+            owner = next(
+                (
+                    cls
+                    for name, cls in zip(rule.chain, classes, strict=True)
+                    if handler in (name, cls.name)
+                ),
+                None,
+            )
+            if owner is None:
+                raise ConfigError(
+                    f"{here}: option {handler}__{option} names no handler of its fault "
+                    f"{rule.fault!r}"
+                )
+            try:
+                owner.convert_option(option, value)
+            except ConfigError as error:
+                raise ConfigError(f"{here}: {error}") from None
+        old = previous.get(id(rule))
+        handlers = []
+        for index, (name, cls) in enumerate(zip(rule.chain, classes, strict=True)):
+            settings = ConvertedOptions({**converted.get(cls.name, {}), **converted.get(name, {})})
+            for (handler, option), value in rule.handler_options.items():
+                if handler in (name, cls.name):
+                    settings[option] = cls.convert_option(option, value)
+            kept = old.handlers[index] if old is not None and index < len(old.handlers) else None
+            if kept is not None and type(kept) is cls and kept.settings == settings:
+                handlers.append(kept)
+            else:
+                handlers.append(_instantiate(cls, settings, proxy, here))
+        if wire is not None:
+            for made in handlers:
+                check = getattr(made, "check_for_protocol", None)
+                if check is not None:
+                    check(protocol, here)
+        bound.append(BoundRule(rule, position, matcher, rule.chain, tuple(handlers)))
+    return bound
+
+
 def build_plan(
     behavior: Behavior,
     options: SourcedOptions,
@@ -165,6 +317,10 @@ def build_plan(
     proxy: ProxyInfo | None = None,
     reuse: Plan | None = None,
     skip_unknown: bool = False,
+    protocol: str = TCP,
+    rules: Sequence[Rule] = (),
+    rules_source: str = "rules",
+    seed: int = 0,
 ) -> Plan:
     """Resolve every name, convert every option once, make the handlers.
 
@@ -189,19 +345,40 @@ def build_plan(
             instances[name] = old  # unchanged: it keeps its counters
         else:
             instances[name] = _instantiate(handler_class, settings, proxy, behavior_source)
-    return Plan(behavior, instances, options)
+    wire = wire_protocol(check_protocol(protocol, "protocol"))
+    if skip_unknown:
+        rules = [
+            rule
+            for rule in rules
+            if all(name in registry.names or "." in name for name in rule.chain)
+        ]
+    bound = _bind_rules(
+        rules,
+        converted,
+        registry,
+        wire,
+        protocol,
+        where=rules_source,
+        proxy=proxy,
+        reuse=reuse,
+    )
+    return Plan(behavior, instances, options, protocol, bound, seed, rules_source)
 
 
 def plan_from_settings(
-    settings: Settings, registry: Registry, proxy: ProxyInfo | None = None
+    settings: Settings, registry: Registry, proxy: ProxyInfo | None = None, seed: int = 0
 ) -> Plan:
-    """The plan the resolved ``settings`` give."""
+    """The plan the resolved ``settings`` give; its rules are fresh live copies."""
     return build_plan(
         settings.behavior,
         settings.options,
         registry,
         behavior_source=settings.behavior_source,
         proxy=proxy,
+        protocol=settings.protocol,
+        rules=[rule.copy() for rule in settings.rules],
+        rules_source=settings.rules_source,
+        seed=seed,
     )
 
 
@@ -213,6 +390,9 @@ def check_settings(settings: Settings, registry: Registry, *, skip_unknown: bool
         registry,
         behavior_source=settings.behavior_source,
         skip_unknown=skip_unknown,
+        protocol=settings.protocol,
+        rules=[rule.copy() for rule in settings.rules],
+        rules_source=settings.rules_source,
     )
 
 
@@ -241,4 +421,54 @@ def relayered(
         behavior_source=where,
         proxy=proxy,
         reuse=plan,
+        protocol=plan.protocol,
+        rules=plan.rules,
+        rules_source=plan.rules_source,
+        seed=plan.seed,
+    )
+
+
+def with_behavior_of(plan: Plan, other: Plan) -> Plan:
+    """``plan`` with ``other``'s behavior, handlers and options (its rules kept):
+    what ``set_behavior``'s restore puts back."""
+    return Plan(
+        other.behavior,
+        other.instances,
+        other.options,
+        plan.protocol,
+        plan.bound_rules,
+        plan.seed,
+        plan.rules_source,
+    )
+
+
+def with_rules(
+    plan: Plan,
+    rules: Sequence[Rule | str],
+    registry: Registry,
+    *,
+    where: str,
+    proxy: ProxyInfo | None = None,
+) -> Plan:
+    """A new plan with ``rules`` instead of ``plan``'s: live ones are kept as
+    they are (with their counters), others bound as fresh copies.
+
+    :raises ConfigError: for a bad rule; ``plan`` is untouched.
+    """
+    live = {id(rule) for rule in plan.rules}
+    bound = [
+        rule if isinstance(rule, Rule) and id(rule) in live else rule.copy()
+        for rule in coerce_rules(rules, where)
+    ]
+    return build_plan(
+        plan.behavior,
+        plan.options,
+        registry,
+        behavior_source=where,
+        proxy=proxy,
+        reuse=plan,
+        protocol=plan.protocol,
+        rules=bound,
+        rules_source=where,
+        seed=plan.seed,
     )

@@ -1,4 +1,4 @@
-"""What happened to each connection, kept for tests and reports."""
+"""What happened to each connection and each exchange, kept for tests and reports."""
 
 from __future__ import annotations
 
@@ -11,13 +11,16 @@ from typing import Any, Protocol
 
 from pytest_vaurien.address import Address, format_address
 from pytest_vaurien.behavior import TRANSPARENT
+from pytest_vaurien.protocols import PROTOCOLS
 
 __all__ = [
     "NO_HANDLER",
     "ConnectionRecord",
     "Ending",
+    "ExchangeRecord",
     "Reported",
     "Stats",
+    "format_exchanges",
     "format_records",
     "render_fault_report",
 ]
@@ -65,6 +68,9 @@ class ConnectionRecord:
     duration: float | None = None
     ending: Ending | None = None
     error: str | None = None
+    #: Under a protocol: why the connection fell back to plain relay, if it did
+    #: (``"client side: HTTP Upgrade"``).
+    plain: str | None = None
 
     @property
     def open(self) -> bool:
@@ -91,6 +97,42 @@ class ConnectionRecord:
         )
 
 
+@dataclass
+class ExchangeRecord:
+    """One exchange (a request and the reply answering it), under a protocol.
+
+    ``by`` says what decided its fault: a rule's name, or ``"draw"`` for the
+    behavior mix; ``injected`` is False when the fault spared it (``dummy``,
+    or ``transient`` past its ``agitate``). ``reply`` summarises what the
+    client got (``"200"``, ``"503"``); ``outcome`` how it went: ``relayed``,
+    ``answered`` (the proxy's error), ``held`` (``hang``), ``aborted``,
+    ``closed``; empty while it is under way.
+    """
+
+    connection: int
+    ordinal: int
+    request: str
+    by: str = "draw"
+    fault: str = TRANSPARENT
+    injected: bool = False
+    reply: str | None = None
+    outcome: str = ""
+    started: float = field(default_factory=time.time)
+    duration: float | None = None
+    #: Position among the proxy's exchanges, from 0.
+    index: int = 0
+
+    def describe(self) -> str:
+        """A one-line summary: ``#3 POST /payments/7 -> 503 (rule pay: error)``."""
+        took = "" if self.duration is None else f" in {self.duration:.3f}s"
+        reply = self.reply or "-"
+        return (
+            f"#{self.ordinal} {self.request} -> {reply} ({self.by}: {self.fault}"
+            f"{'' if self.injected or self.fault == TRANSPARENT else ', spared'})"
+            f" {self.outcome or 'open'}{took}"
+        )
+
+
 @dataclass(frozen=True)
 class Stats:
     """Totals over a proxy's connections, for assertions and summaries."""
@@ -102,17 +144,25 @@ class Stats:
     endings: dict[str, int] = field(default_factory=dict)
     bytes_to_backend: int = 0
     bytes_to_client: int = 0
+    #: Exchanges, under a protocol, and those a fault was injected into, per chain.
+    exchanges: int = 0
+    exchange_faults: dict[str, int] = field(default_factory=dict)
 
     @property
     def faults(self) -> dict[str, int]:
-        """Connections per chain, leaving out the transparent ``dummy`` and the
-        connections that never got a handler (``"-"``: refused by the backend,
-        or stopped before it answered): no fault was injected into those."""
-        return {
-            name: count
-            for name, count in self.handlers.items()
-            if name not in (TRANSPARENT, NO_HANDLER)
-        }
+        """Faults injected, per chain: connections (leaving out the transparent
+        ``dummy``, the connections that never got a handler - ``"-"``: refused
+        by the backend, or stopped before it answered - and those relayed
+        exchange by exchange under a protocol) plus exchanges."""
+        counts = Counter(
+            {
+                name: count
+                for name, count in self.handlers.items()
+                if name not in (TRANSPARENT, NO_HANDLER) and name not in PROTOCOLS
+            }
+        )
+        counts.update(self.exchange_faults)
+        return dict(sorted(counts.items()))
 
     @property
     def refused(self) -> int:
@@ -120,14 +170,16 @@ class Stats:
         return self.endings.get(Ending.BACKEND_REFUSED.value, 0)
 
     @classmethod
-    def of(cls, records: list[ConnectionRecord]) -> Stats:
-        """Count ``records``."""
+    def of(cls, records: list[ConnectionRecord], exchanges: Sequence[ExchangeRecord] = ()) -> Stats:
+        """Count ``records`` and ``exchanges``."""
         return cls(
             connections=len(records),
             handlers=dict(sorted(Counter(r.handler or NO_HANDLER for r in records).items())),
             endings=dict(sorted(Counter(str(r.ending or "open") for r in records).items())),
             bytes_to_backend=sum(r.bytes_to_backend for r in records),
             bytes_to_client=sum(r.bytes_to_client for r in records),
+            exchanges=len(exchanges),
+            exchange_faults=dict(sorted(Counter(e.fault for e in exchanges if e.injected).items())),
         )
 
     def __add__(self, other: Stats) -> Stats:
@@ -140,6 +192,8 @@ class Stats:
             merged(self.endings, other.endings),
             self.bytes_to_backend + other.bytes_to_backend,
             self.bytes_to_client + other.bytes_to_client,
+            self.exchanges + other.exchanges,
+            merged(self.exchange_faults, other.exchange_faults),
         )
 
 
@@ -187,6 +241,9 @@ class Reported(Protocol):
     @property
     def connections(self) -> list[ConnectionRecord]: ...
 
+    @property
+    def exchanges(self) -> list[ExchangeRecord]: ...
+
 
 def render_fault_report(seed: int, replay: str, proxies: Sequence[Reported]) -> str:
     """A failing test's ``vaurien`` section: the seed, the replay command, and
@@ -201,4 +258,36 @@ def render_fault_report(seed: int, replay: str, proxies: Sequence[Reported]) -> 
         )
         if records:
             lines.append(format_records(records))
+        exchanges = proxy.exchanges
+        if exchanges:
+            lines.append(f"{len(exchanges)} exchange{'s' if len(exchanges) != 1 else ''}:")
+            lines.append(format_exchanges(exchanges))
     return "\n".join(lines)
+
+
+def format_exchanges(exchanges: Sequence[ExchangeRecord]) -> str:
+    """The exchanges as a compact table, one row per request."""
+    header = ("#", "conn", "request", "by", "fault", "reply", "duration", "outcome")
+    rows = [header]
+    for e in exchanges:
+        fault = e.fault if e.injected or e.fault == TRANSPARENT else f"{e.fault} (spared)"
+        took = "-" if e.duration is None else f"{e.duration:.3f}s"
+        rows.append(
+            (
+                str(e.ordinal),
+                str(e.connection),
+                e.request,
+                e.by,
+                fault,
+                e.reply or "-",
+                took,
+                e.outcome or "open",
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header) - 1)]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False))
+        + "  "
+        + row[-1]
+        for row in rows
+    )

@@ -9,13 +9,15 @@ build layers and call :func:`resolve`.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from pytest_vaurien.address import Address, parse_address
 from pytest_vaurien.behavior import Behavior, parse_behavior
 from pytest_vaurien.errors import ConfigError
+from pytest_vaurien.protocols import TCP, check_protocol
+from pytest_vaurien.rules import Rule, coerce_rules
 
 __all__ = [
     "Layer",
@@ -49,6 +51,12 @@ class Layer:
     #: Names the source of ``distant``/``behavior`` more precisely, if it differs.
     distant_source: str | None = None
     behavior_source: str | None = None
+    protocol: str | None = None
+    protocol_source: str | None = None
+    #: Rule objects or their string forms; a layer that gives any replaces
+    #: the rules of every lower layer as a whole.
+    rules: Sequence[Rule | str] | None = None
+    rules_source: str | None = None
 
     @classmethod
     def from_keywords(
@@ -57,9 +65,12 @@ class Layer:
         distant: str | tuple[str, int] | None,
         behavior: str | None,
         keywords: Mapping[str, Any],
+        *,
+        protocol: str | None = None,
+        rules: Sequence[Rule | str] | None = None,
     ) -> Layer:
-        """A layer from ``distant=``, ``behavior=`` and ``NAME__OPTION=`` keywords, as
-        the marker, ``set_behavior`` and the factory take them."""
+        """A layer from ``distant=``, ``behavior=``, ``protocol=``, ``rules=`` and
+        ``NAME__OPTION=`` keywords, as the marker and the factory take them."""
         return cls(
             source=where,
             distant=distant,
@@ -67,6 +78,10 @@ class Layer:
             options=parse_marker_options(keywords, where),
             distant_source=f"{where}: distant",
             behavior_source=f"{where}: behavior",
+            protocol=protocol,
+            protocol_source=f"{where}: protocol",
+            rules=rules,
+            rules_source=f"{where}: rules",
         )
 
 
@@ -80,6 +95,11 @@ class Settings:
     behavior_source: str = "default"
     options: Mapping[str, Mapping[str, Sourced]] = field(default_factory=dict)
     seed: int | None = None
+    protocol: str = TCP
+    protocol_source: str = "default"
+    #: Rules as the user wrote them (a proxy binds live copies).
+    rules: tuple[Rule, ...] = ()
+    rules_source: str = "rules"
 
 
 def resolve(layers: Iterable[Layer]) -> Settings:
@@ -93,6 +113,9 @@ def resolve(layers: Iterable[Layer]) -> Settings:
     behavior_source = "default"
     options: dict[str, dict[str, Sourced]] = {}
     seed: int | None = None
+    protocol, protocol_source = TCP, "default"
+    rules: tuple[Rule, ...] = ()
+    rules_source = "rules"
     for layer in layers:
         if layer.distant is not None:
             distant_source = layer.distant_source or layer.source
@@ -104,7 +127,24 @@ def resolve(layers: Iterable[Layer]) -> Settings:
             options.setdefault(name, {})[option] = Sourced(value, layer.source)
         if layer.seed is not None:
             seed = layer.seed
-    return Settings(distant, distant_source, behavior, behavior_source, options, seed)
+        if layer.protocol is not None:
+            protocol_source = layer.protocol_source or layer.source
+            protocol = check_protocol(layer.protocol, protocol_source)
+        if layer.rules:
+            rules_source = layer.rules_source or layer.source
+            rules = tuple(coerce_rules(layer.rules, rules_source))
+    return Settings(
+        distant,
+        distant_source,
+        behavior,
+        behavior_source,
+        options,
+        seed,
+        protocol,
+        protocol_source,
+        rules,
+        rules_source,
+    )
 
 
 def parse_handler_assignment(text: str, where: str) -> tuple[tuple[str, str], str]:

@@ -8,30 +8,9 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
+#: What the inner test files start with: tests/client.py is beside them as ``client``.
 CLIENT_HELPERS = """
-import socket
-import time
-
-def roundtrip(address, payload):
-    with socket.create_connection(address, timeout=10) as sock:
-        sock.sendall(payload)
-        sock.shutdown(socket.SHUT_WR)
-        data = b""
-        try:
-            while chunk := sock.recv(65536):
-                data += chunk
-        except ConnectionResetError:
-            pass
-        return data
-
-
-def settled(proxy):
-    deadline = time.monotonic() + 10
-    while any(r.open for r in proxy.connections):
-        assert time.monotonic() < deadline
-        time.sleep(0.005)
-    return proxy.connections
-
+from client import roundtrip, settled
 """
 
 MIXED = (
@@ -107,19 +86,13 @@ def test_same_seed_same_faults_alone_reversed_and_under_xdist(pytester, backend,
 
 
 FAILING = """
-import socket
-
 import pytest
+
+from client import roundtrip
 
 
 def ask(proxy, payload):
-    with socket.create_connection(proxy.address, timeout=10) as sock:
-        sock.sendall(payload)
-        sock.shutdown(socket.SHUT_WR)
-        data = b""
-        while chunk := sock.recv(65536):
-            data += chunk
-        return data
+    return roundtrip(proxy.address, payload)
 
 
 @pytest.mark.vaurien("error")
@@ -183,14 +156,18 @@ def test_records_match_the_wire(pytester, backend):
             assert (plain.handler, plain.bytes_to_backend, plain.bytes_to_client) == \\
                 ("dummy", 300, 300)
             assert str(plain.ending) == "client closed" and plain.duration >= 0
+            # the garbage counts as bytes to the client: 40 echoed + 1000 injected
+            assert len(garbled) == 1040 and garbled != b"y" * 40
             assert (error.handler, error.bytes_to_backend, error.bytes_to_client) == \\
-                ("error", 40, len(garbled))
-            assert error.options == {"error": {"inject": True, "warmup": 0}}
+                ("error", 40, 1040)
+            assert error.options["error"]["inject"] is True
+            assert error.options["error"]["warmup"] == 0
             assert (blackout.handler, blackout.bytes_to_backend, blackout.bytes_to_client) == \\
                 ("blackout", 0, 0)
             assert str(blackout.ending) == "handler closed"
             stats = vaurien_proxy.stats
             assert stats.connections == 3
+            assert stats.bytes_to_client == 300 + 1040
             assert stats.handlers == {"blackout": 1, "dummy": 1, "error": 1}
             assert stats.faults == {"blackout": 1, "error": 1}
             assert stats.bytes_to_backend == 340

@@ -13,7 +13,7 @@ from typing import Any
 from pytest_vaurien.engine.endpoint import Endpoint
 from pytest_vaurien.handlers.base import BaseHandler
 
-__all__ = ["Chain", "is_transparent"]
+__all__ = ["Chain", "is_transparent", "run_over"]
 
 
 class _Feed:
@@ -130,3 +130,28 @@ class Chain:
                     stage.source.eof = True
                     stage.run()
         return keep and not ended
+
+
+def run_over(
+    handlers: tuple[BaseHandler, ...],
+    data: bytes,
+    source: Endpoint,
+    dest: Endpoint,
+    to_backend: bool,
+) -> bool:
+    """Run ``handlers`` over ``data`` (one exchange's bytes, one direction) into ``dest``.
+
+    Under a protocol, a handler that knows nothing of exchanges acts on each
+    exchange's bytes as on a stream. Falsy: a handler ended the connection.
+    """
+    feed = _Feed(source)
+    feed.buffer += data
+    stages = Chain._stages(handlers, source, dest, to_backend)
+    stages[0].source = feed
+    while feed.buffer:
+        before = len(feed.buffer)
+        if not stages[0].run() or any(stage.ended for stage in stages[1:]):
+            return False
+        if len(feed.buffer) == before:
+            break  # the handler read nothing: it keeps the rest
+    return True

@@ -42,12 +42,13 @@ from gevent.hub import Waiter
 
 from pytest_vaurien.engine.chain import Chain
 from pytest_vaurien.engine.endpoint import Endpoint, reset_socket
+from pytest_vaurien.engine.exchange import ExchangeRelay
 from pytest_vaurien.engine.fastpath import Stream, raw_sockets
 from pytest_vaurien.engine.upstream import Upstream
 from pytest_vaurien.handlers.base import CONNECTION_RANDOM
 from pytest_vaurien.handlers.context import ProxyInfo, Task
-from pytest_vaurien.plan import Plan, Unit
-from pytest_vaurien.records import ConnectionRecord, Ending
+from pytest_vaurien.plan import Decision, Plan, Unit
+from pytest_vaurien.records import ConnectionRecord, Ending, ExchangeRecord
 
 __all__ = [
     "EXHAUSTED",
@@ -84,6 +85,14 @@ class Host(ProxyInfo, Protocol):
         """Note that ``doing`` failed for want of descriptors or buffers."""
         ...
 
+    def next_ordinal(self) -> int:
+        """The next unit's ordinal, in arrival order at the proxy."""
+        ...
+
+    def keep_exchange(self, record: ExchangeRecord) -> None:
+        """Keep an exchange's record with the proxy's."""
+        ...
+
 
 class ProxyDown(GreenletExit):  # type: ignore[misc]  # gevent ships no types
     """Kills a connection because the proxy was disabled (``Proxy.disable``)."""
@@ -114,6 +123,7 @@ class Connection:
         self.client = Endpoint(client_sock, self, record, is_client=True)
         self.backend = Endpoint(backend_sock, self, record, is_client=False)
         self._plan: Plan | None = None
+        self._decision: Decision | None = None
         self._chain: Chain | None = None
         self._finished: dict[bool, str] = {}
         self._done = gevent.event.Event()
@@ -169,8 +179,16 @@ class Connection:
         """The chain in force, decided again if the proxy's plan changed."""
         plan = self.host.plan
         if plan is not self._plan or self._chain is None:
+            first = self._plan is None
             self._plan = plan
-            decision = plan.decide(self.unit, lambda: self.random("draw"))
+            if first:
+                decision = plan.decide(self.unit, lambda: self.random("draw"), {})
+            elif self._chain is not None and self._decision and self._decision.rule:
+                # a rule decided this unit: it keeps its fault (and counts once)
+                return self._chain
+            else:  # a new behavior reaches the open connection
+                decision = plan.draw(lambda: self.random("draw"))
+            self._decision = decision
             for handler in decision.handlers:
                 handler.on_connection(self)
             self._chain = Chain(decision.handlers, self.client, self.backend)
@@ -210,11 +228,11 @@ class Connection:
             raise
         except Exception as error:
             outcome = "reset" if isinstance(error, OSError) else "error"
-            self._record_failure(error, to_backend)
+            self.record_failure(error, to_backend)
         finally:
             if watcher is not None:
                 watcher.close()
-            self._finish(to_backend, outcome)
+            self.finish(to_backend, outcome)
 
     def _untouched_streams(
         self, directions: tuple[bool, ...], on_end: Callable[[Stream, object], None]
@@ -272,15 +290,15 @@ class Connection:
 
         def on_end(stream: Stream, result: object) -> None:
             if result is False:  # EOF: pass the half-close on, go on with the other side
-                self._finish(stream.to_backend, "eof")
+                self.finish(stream.to_backend, "eof")
                 if self._done.is_set():
                     waiter.switch(True)
                 return
             for other in streams or ():
                 other.close()
             if isinstance(result, BaseException):
-                self._record_failure(result, stream.to_backend)
-                self._finish(stream.to_backend, "reset")
+                self.record_failure(result, stream.to_backend)
+                self.finish(stream.to_backend, "reset")
                 waiter.switch(True)
             else:
                 waiter.switch(False)
@@ -297,7 +315,7 @@ class Connection:
             for stream in streams:
                 stream.close()
 
-    def _record_failure(self, error: BaseException, to_backend: bool) -> None:
+    def record_failure(self, error: BaseException, to_backend: bool) -> None:
         if isinstance(error, OSError):
             if self.client.was_reset or self.backend.was_reset:
                 side = "client" if self.client.was_reset else "backend"
@@ -307,7 +325,7 @@ class Connection:
         else:
             self.record.end(Ending.ERROR, _format_error(error))
 
-    def _finish(self, to_backend: bool, outcome: str) -> None:
+    def finish(self, to_backend: bool, outcome: str) -> None:
         self._finished[to_backend] = outcome
         if outcome == "eof":
             if len(self._finished) < 2:  # the last one needs no shutdown: close follows
@@ -336,6 +354,13 @@ class Connection:
             # draw now, so that handlers see the connection from its start
             # (toxiproxy's timeout counts from there)
             CONNECTION_RANDOM.set((self, "draw"))
+            wire = self.host.plan.wire
+            if wire is not None:  # faults per exchange: the framers cut the streams
+                self.record.handler = wire.name
+                relay = ExchangeRelay(self.host, self, wire)
+                pumps = [gevent.spawn(relay.upstream), gevent.spawn(relay.downstream)]
+                self._done.wait()
+                return
             if self.chain().transparent and self._relay_both_untouched():
                 return  # done without a pump (the finally block closes)
             pumps = [
@@ -359,8 +384,10 @@ class Connection:
             # joinall, unlike killall, never raises its timeout. Sockets close
             # after: gevent defers closing a descriptor that a live watcher
             # still waits on, until the loop next wakes (maybe never, if idle)
-            gevent.joinall(helpers, timeout=HELPER_GRACE)
-            self._close_sockets()
+            try:
+                gevent.joinall(helpers, timeout=HELPER_GRACE)
+            finally:  # a kill (the proxy stopping) may land right here
+                self._close_sockets()
 
     def _close_sockets(self) -> None:
         """Close both sides; a side whose peer reset gets the other one reset too.

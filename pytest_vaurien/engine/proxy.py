@@ -32,9 +32,17 @@ from pytest_vaurien.engine.native import NativeEvent, allocate_lock, start_nativ
 from pytest_vaurien.engine.upstream import Upstream
 from pytest_vaurien.errors import ConfigError, ProxyError
 from pytest_vaurien.handlers.base import DEFAULT_READ_SIZE, BaseHandler
-from pytest_vaurien.plan import Plan, Unit, plan_from_settings, relayered
-from pytest_vaurien.records import ConnectionRecord, Ending, Stats
+from pytest_vaurien.plan import (
+    Plan,
+    Unit,
+    plan_from_settings,
+    relayered,
+    with_behavior_of,
+    with_rules,
+)
+from pytest_vaurien.records import ConnectionRecord, Ending, ExchangeRecord, Stats
 from pytest_vaurien.registry import Registry, make_plugin_manager, registry_from_plugins
+from pytest_vaurien.rules import Rule
 from pytest_vaurien.settings import Layer, Settings, parse_marker_options, resolve
 
 __all__ = ["Proxy"]
@@ -223,8 +231,12 @@ class Proxy:
         if registry is None:
             registry = registry_from_plugins(make_plugin_manager())
         self._registry = registry
-        self._plan = plan_from_settings(settings, registry, self)
+        self._plan = self._own(plan_from_settings(settings, registry, self, seed=self.seed))
         self._records: list[ConnectionRecord] = []
+        self._exchanges: list[ExchangeRecord] = []
+        self._ordinals = 0
+        #: Called in the proxy thread with each exchange's record as it starts.
+        self.on_exchange: Callable[[ExchangeRecord], None] | None = None
         self._keep_records = keep_records
         self._accepted = 0
         #: The connections being relayed, by the greenlet serving each.
@@ -290,7 +302,25 @@ class Proxy:
     @property
     def stats(self) -> Stats:
         """Totals over the connections so far: per handler, per ending, bytes."""
-        return Stats.of(self.connections)
+        return Stats.of(self.connections, self._exchanges)
+
+    @property
+    def exchanges(self) -> list[ExchangeRecord]:
+        """Under a protocol: one record per exchange (request and reply), oldest first."""
+        return list(self._exchanges)
+
+    def next_ordinal(self) -> int:
+        """The next exchange's ordinal on this proxy (1, 2, ... in arrival order)."""
+        self._ordinals += 1
+        return self._ordinals
+
+    def keep_exchange(self, record: ExchangeRecord) -> None:
+        """Keep an exchange's record (unless records are off, as in the command)."""
+        record.index = self._ordinals - 1
+        if self._keep_records:
+            self._exchanges.append(record)
+        if self.on_exchange is not None:
+            self.on_exchange(record)
 
     @property
     def errors(self) -> list[ConnectionRecord]:
@@ -324,6 +354,64 @@ class Proxy:
         previous = self._plan
         self._plan = relayered(previous, spec, parsed, self._registry, where=where, proxy=self)
         return _Restore(self, previous)
+
+    @property
+    def rules(self) -> list[Rule]:
+        """The live rules, in order: ``matched`` and ``fired`` keep counting."""
+        return self._plan.rules
+
+    def rule(self, name: str) -> Rule:
+        """The live rule called ``name``.
+
+        :raises KeyError: listing the known names.
+        """
+        for rule in self._plan.rules:
+            if rule.name == name:
+                return rule
+        known = ", ".join(rule.name for rule in self._plan.rules) or "none"
+        raise KeyError(f"no rule named {name!r}; known: {known}")
+
+    def add_rule(self, rule: Rule | str) -> Rule:
+        """Append a rule now; it reaches open connections from their next unit.
+
+        Returns the live rule; ``with proxy.add_rule(...) as rule:`` removes
+        it again at the end of the block.
+
+        :raises ConfigError: for a bad rule; nothing changes then.
+        """
+        plan = with_rules(
+            self._plan, [*self._plan.rules, rule], self._registry, where="add_rule()", proxy=self
+        )
+        self._plan = self._own(plan)
+        return plan.rules[-1]
+
+    def set_rules(self, rules: list[Rule | str]) -> list[Rule]:
+        """Replace every rule at once; returns the live rules.
+
+        :raises ConfigError: for a bad rule; nothing changes then.
+        """
+        plan = with_rules(self._plan, list(rules), self._registry, where="set_rules()", proxy=self)
+        self._plan = self._own(plan)
+        return plan.rules
+
+    def remove_rule(self, rule: Rule | str) -> None:
+        """Remove a live rule, given as itself or by name.
+
+        :raises KeyError: for a rule this proxy does not have.
+        """
+        target = self.rule(rule) if isinstance(rule, str) else rule
+        remaining = [kept for kept in self._plan.rules if kept is not target]
+        if len(remaining) == len(self._plan.rules):
+            raise KeyError(f"{target.name!r} is not a rule of {self.name}")
+        self._plan = self._own(
+            with_rules(self._plan, remaining, self._registry, where="remove_rule()", proxy=self)
+        )
+
+    def _own(self, plan: Plan) -> Plan:
+        """Mark ``plan``'s live rules as this proxy's (``with rule:`` removes them here)."""
+        for rule in plan.rules:
+            rule.owner = self
+        return plan
 
     # -- down and up -----------------------------------------------------
 
@@ -463,15 +551,13 @@ class Proxy:
         # unwound by then is closed from outside
         gevent.joinall(greenlets, timeout=KILL_GRACE)
         ending = Ending.PROXY_DOWN if exception is ProxyDown else Ending.PROXY_STOPPED
-        abandoned = False
         for slot, greenlet in zip(slots, greenlets, strict=True):
             if not greenlet.dead:
                 slot.abandon(ending)
                 self._slots.pop(greenlet, None)
-                abandoned = True
-        if abandoned:
+        if slots:
             # gevent defers closing a descriptor that a watcher still waits on
-            # to the loop's next wakeup: make one happen now
+            # to the loop's next wakeup: make one happen before the hub goes
             gevent.sleep(0.001)
 
     def _in_hub(self, func: Callable[[], None], what: str, timeout: float) -> None:
@@ -575,4 +661,5 @@ class _Restore:
         return self._proxy
 
     def __exit__(self, *exc_info: object) -> None:
-        self._proxy._plan = self._previous
+        proxy = self._proxy
+        proxy._plan = with_behavior_of(proxy._plan, self._previous)

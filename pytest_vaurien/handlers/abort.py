@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pytest_vaurien.handlers.base import BaseHandler
-from pytest_vaurien.handlers.context import SocketView
+from pytest_vaurien.handlers.context import ExchangeFault, SocketView
 
 __all__ = ["Abort"]
 
@@ -13,6 +13,10 @@ class Abort(BaseHandler):
 
     name = "abort"
     options = {}
+
+    def exchange_fault(self) -> ExchangeFault:
+        """The request reaches the backend; the client's connection closes before the reply."""
+        return ExchangeFault(close_before_reply=True)
 
     def __call__(self, client_sock: SocketView, backend_sock: SocketView, to_backend: bool) -> bool:
         data = self._get_data(client_sock, backend_sock, to_backend)

@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 
 from pytest_vaurien.echo import echo
 from pytest_vaurien.errors import ConfigError, HandlerError
-from pytest_vaurien.handlers.context import ConnectionView, ProxyInfo, SocketView
+from pytest_vaurien.handlers.context import ConnectionView, ExchangeFault, ProxyInfo, SocketView
 
 __all__ = [
     "BaseHandler",
@@ -241,6 +241,15 @@ class BaseHandler:
         Override to count connections (``warmup``) or to set up state kept
         in ``connection.state_for(self)``; the default does nothing.
         """
+
+    def exchange_fault(self) -> ExchangeFault | None:
+        """What this fault does to the next exchange, under a protocol.
+
+        Called once per exchange (request and reply) the handler is given.
+        ``None`` (the default) runs ``__call__`` over the exchange's bytes,
+        direction by direction, as toxiproxy's toxics act on a stream.
+        """
+        return None
 
     def _get_data(
         self, client_sock: SocketView, backend_sock: SocketView, to_backend: bool

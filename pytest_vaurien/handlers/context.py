@@ -15,13 +15,42 @@ structurally, and a handler written against them type-checks under
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, Protocol
 
-__all__ = ["Bytes", "ConnectionView", "ProxyInfo", "SocketView", "Task"]
+__all__ = ["Bytes", "ConnectionView", "ExchangeFault", "ProxyInfo", "SocketView", "Task"]
 
 #: What a socket view sends: bytes, or a view into them (slices without a copy).
 Bytes = bytes | bytearray | memoryview
+
+
+@dataclass(frozen=True)
+class ExchangeFault:
+    """What a fault does to one exchange (a request and its reply) under a protocol.
+
+    A handler's ``exchange_fault()`` returns one per exchange it is given;
+    the proxy acts on it with the protocol's framing. A handler that
+    returns ``None`` (the default) has its ``__call__`` run over the
+    exchange's bytes instead, direction by direction. The default value
+    relays the exchange untouched.
+    """
+
+    #: Answer with the protocol's error, built from these options (``status``,
+    #: ``reply``, ...), instead of the backend's reply.
+    answer: Mapping[str, Any] | None = None
+    #: With ``answer``: forward the request first; the backend acts on it, and
+    #: its reply is replaced by the error ("did my write happen?").
+    after: bool = False
+    #: Never forward the request, never answer it; the connection stays open.
+    hold: bool = False
+    #: Close the client's connection when the request arrives (``blackout``).
+    close_at_request: bool = False
+    #: Forward the request, then close the client's connection before the reply.
+    close_before_reply: bool = False
+    #: Seconds to wait before forwarding the request, and before relaying the reply.
+    delay_request: float = 0.0
+    delay_reply: float = 0.0
 
 
 class ProxyInfo(Protocol):

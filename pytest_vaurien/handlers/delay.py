@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pytest_vaurien.handlers.base import BaseHandler, Range
-from pytest_vaurien.handlers.context import SocketView
+from pytest_vaurien.handlers.context import ExchangeFault, SocketView
 from pytest_vaurien.handlers.streams import forward_later, relay
 
 __all__ = ["Delay", "jittered"]
@@ -35,6 +35,12 @@ class Delay(BaseHandler):
         sleep: float = self.option("sleep")
         jitter: float = self.option("jitter")
         return jittered(self, sleep, jitter)
+
+    def exchange_fault(self) -> ExchangeFault:
+        """Waits before forwarding the request (``before``), else before relaying the reply."""
+        if self.option("before"):
+            return ExchangeFault(delay_request=self.pause())
+        return ExchangeFault(delay_reply=self.pause())
 
     def __call__(self, client_sock: SocketView, backend_sock: SocketView, to_backend: bool) -> bool:
         if to_backend != self.option("before"):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pytest_vaurien.handlers.base import BaseHandler
+from pytest_vaurien.handlers.context import ExchangeFault
 
 __all__ = ["Dummy"]
 
@@ -12,3 +13,10 @@ class Dummy(BaseHandler):
 
     name = "dummy"
     options = {}
+
+    def exchange_fault(self) -> ExchangeFault:
+        return RELAY
+
+
+#: The exchange left alone.
+RELAY = ExchangeFault()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import gevent
 
 from pytest_vaurien.handlers.base import BaseHandler
-from pytest_vaurien.handlers.context import SocketView
+from pytest_vaurien.handlers.context import ExchangeFault, SocketView
 
 __all__ = ["Hang"]
 
@@ -28,6 +28,10 @@ class Hang(BaseHandler):
         ),
     }
 
+    def exchange_fault(self) -> ExchangeFault:
+        """The request is never forwarded and never answered."""
+        return HOLD
+
     def __call__(self, client_sock: SocketView, backend_sock: SocketView, to_backend: bool) -> bool:
         if self._get_data(client_sock, backend_sock, to_backend):
             return True
@@ -36,3 +40,6 @@ class Hang(BaseHandler):
             return False
         while True:  # keep the direction open; the proxy's stop ends this
             gevent.sleep(3600)
+
+
+HOLD = ExchangeFault(hold=True)

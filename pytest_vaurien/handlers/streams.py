@@ -18,7 +18,7 @@ import gevent.queue
 from pytest_vaurien.handlers.base import BaseHandler, OptionSpec
 from pytest_vaurien.handlers.context import ConnectionView, SocketView
 
-__all__ = ["DIRECTION_OPTION", "DelayedWriter", "affects", "relay"]
+__all__ = ["DIRECTION_OPTION", "DelayedWriter", "affects", "relay", "wait_delivered"]
 
 DIRECTIONS = ("both", "downstream", "upstream")
 DIRECTION_OPTION: OptionSpec = (
@@ -58,6 +58,10 @@ class DelayedWriter:
             DELAY_BUFFER
         )
         self.drained = gevent.event.Event()
+        #: Set while nothing queued is left to deliver.
+        self.idle = gevent.event.Event()
+        self.idle.set()
+        self._queued = 0
         self.error: BaseException | None = None
         connection.spawn(self._deliver)
 
@@ -82,6 +86,8 @@ class DelayedWriter:
     def send_later(self, due: float, data: bytes) -> None:
         """Queue ``data`` for ``due`` (a ``time.monotonic()`` time)."""
         self._check()
+        self._queued += 1
+        self.idle.clear()
         self.queue.put((due, data))
 
     def finish(self) -> None:
@@ -104,10 +110,26 @@ class DelayedWriter:
                 if wait > 0:
                     gevent.sleep(wait)
                 self.dest.sendall(data)
+                self._queued -= 1
+                if not self._queued:
+                    self.idle.set()
         except OSError as error:
             self.error = error
         finally:
             self.drained.set()
+            self.idle.set()
+
+
+def wait_delivered(handler: BaseHandler, connection: ConnectionView) -> None:
+    """Wait until every chunk ``handler`` holds back on ``connection`` went out.
+
+    Under a protocol, one exchange's delayed bytes must not be overtaken by
+    the next exchange's.
+    """
+    for value in list(connection.state_for(handler).values()):
+        if isinstance(value, DelayedWriter):
+            value.idle.wait()
+            value._check()
 
 
 def forward_later(

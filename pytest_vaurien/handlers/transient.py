@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pytest_vaurien.handlers.base import Range
 from pytest_vaurien.handlers.error import Error
+from pytest_vaurien.schedule import Schedule, parse_schedule
 
 __all__ = ["Transient"]
 
@@ -26,7 +27,8 @@ class Transient(Error):
         ),
     }
 
-    def is_faulty(self, number: int) -> bool:
+    def faulty_schedule(self) -> Schedule:
+        """``warmup`` and ``agitate`` as a schedule: ``after:W&first:W+A``."""
         warmup: int = self.option("warmup")
         agitate: int = self.option("agitate")
-        return warmup < number <= warmup + agitate
+        return parse_schedule(f"after:{warmup}&first:{warmup + agitate}")

@@ -1,0 +1,141 @@
+"""What every protocol module provides: sans-IO framers, matching, error replies.
+
+A *framer* is fed the bytes of one direction as they arrive and returns
+events; it never touches a socket (h11's lesson: bytes in, events out,
+tested without sockets). Every event carries the exact original bytes it
+covers, so that joining ``event.data`` over all events gives back what was
+fed, byte for byte: the proxy forwards those bytes untouched.
+
+A request framer cuts the client's stream into requests; a response framer
+cuts the backend's stream into the replies answering them, told by
+``expect()`` which request each reply answers (an HTTP reply to HEAD has no
+body). When a framer meets what it cannot parse, or a protocol switch
+(Upgrade, CONNECT, TLS), it emits :class:`Switched` and from then on only
+:class:`Opaque` events: framing never breaks traffic.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+__all__ = [
+    "End",
+    "Event",
+    "Head",
+    "Matcher",
+    "MessageInfo",
+    "Opaque",
+    "Part",
+    "RequestFramer",
+    "ResponseFramer",
+    "Switched",
+    "WireProtocol",
+]
+
+
+@dataclass(frozen=True)
+class MessageInfo:
+    """What the proxy knows of one request or reply once its head is parsed.
+
+    ``summary`` is for records and reports (``"POST /payments/7"``,
+    ``"503"``); ``fields`` holds what matching needs (for HTTP: ``method``,
+    ``path``, ``headers``), protocol by protocol.
+    """
+
+    summary: str
+    fields: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Head:
+    """A message starts; ``data`` is its head (HTTP: request or status line
+    and headers). For a reply, ``interim`` marks a 1xx that a final reply
+    will follow."""
+
+    data: bytes
+    info: MessageInfo
+    interim: bool = False
+
+
+@dataclass(frozen=True)
+class Part:
+    """More bytes of the current message (its body, or a part of it)."""
+
+    data: bytes
+
+
+@dataclass(frozen=True)
+class End:
+    """The current message is complete; ``data`` is its last bytes, if any
+    (HTTP: the final ``0\\r\\n\\r\\n`` of a chunked body)."""
+
+    data: bytes = b""
+
+
+@dataclass(frozen=True)
+class Switched:
+    """From here on the stream is not framed, for ``reason``."""
+
+    reason: str
+    data: bytes = b""
+
+
+@dataclass(frozen=True)
+class Opaque:
+    """Bytes after a switch: relayed as they are, part of no message."""
+
+    data: bytes
+
+
+Event = Head | Part | End | Switched | Opaque
+
+
+class RequestFramer(Protocol):
+    """Cuts the client's byte stream into requests."""
+
+    def feed(self, data: bytes) -> list[Event]:
+        """Events for ``data``; ``b""`` means the client closed (EOF)."""
+        ...
+
+
+class ResponseFramer(Protocol):
+    """Cuts the backend's byte stream into replies, in request order."""
+
+    def expect(self, request: MessageInfo) -> None:
+        """The next unanswered request, in the order the client sent them."""
+        ...
+
+    def feed(self, data: bytes) -> list[Event]:
+        """Events for ``data``; ``b""`` means the backend closed (EOF), which
+        ends a reply delimited by the connection's close."""
+        ...
+
+
+class Matcher(Protocol):
+    """A rule's ``match``, parsed for one protocol."""
+
+    def __call__(self, request: MessageInfo) -> bool: ...
+
+
+class WireProtocol(Protocol):
+    """One protocol module's entry point (``pytest_vaurien.protocols.http.HTTP``)."""
+
+    name: str
+
+    def request_framer(self) -> RequestFramer: ...
+
+    def response_framer(self) -> ResponseFramer: ...
+
+    def parse_match(self, match: object, where: str) -> Matcher:
+        """A rule's ``match`` (string short form or dict), checked.
+
+        :raises ConfigError: naming ``where``, the bad piece and what is expected.
+        """
+        ...
+
+    def error_reply(self, options: Mapping[str, Any], request: MessageInfo) -> tuple[bytes, str]:
+        """The protocol's own error answering ``request`` and its summary
+        (``b"HTTP/1.1 503 ..."``, ``"503"``), from the ``error`` handler's options."""
+        ...
