@@ -17,13 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.servers import roundtrip
-from tests.test_plugin import UPPER
+from tests.client import roundtrip
 
 ROOT = Path(__file__).resolve().parent.parent
 LISTENING = re.compile(r"proxying (\S+):(\d+) -> ")
-
-UPPER_MODULE = UPPER  # the same handler the plugin tests register
 
 
 class Command:
@@ -118,8 +115,8 @@ def test_behavior_and_options_from_the_command_line(run, backend):
     assert command.stop() == 0
 
 
-def test_config_file_with_an_alias_and_env_substitution(run, backend, tmp_path):
-    (tmp_path / "myhandlers.py").write_text(UPPER_MODULE)
+def test_config_file_with_an_alias_and_env_substitution(run, backend, tmp_path, upper_source):
+    (tmp_path / "myhandlers.py").write_text(upper_source)
     (tmp_path / "config.ini").write_text(
         textwrap.dedent("""
         [vaurien]
@@ -137,8 +134,8 @@ def test_config_file_with_an_alias_and_env_substitution(run, backend, tmp_path):
     assert command.stop(signal.SIGINT) == 0
 
 
-def test_command_line_overrides_the_file(run, backend, tmp_path):
-    (tmp_path / "myhandlers.py").write_text(UPPER_MODULE)
+def test_command_line_overrides_the_file(run, backend, tmp_path, upper_source):
+    (tmp_path / "myhandlers.py").write_text(upper_source)
     (tmp_path / "config.ini").write_text(
         textwrap.dedent("""
         [vaurien]
@@ -166,8 +163,8 @@ def test_command_line_overrides_the_file(run, backend, tmp_path):
     assert command.stop() == 0
 
 
-def test_dotted_path_handler_from_the_command_line(run, backend, tmp_path):
-    (tmp_path / "myhandlers.py").write_text(UPPER_MODULE)
+def test_dotted_path_handler_from_the_command_line(run, backend, tmp_path, upper_source):
+    (tmp_path / "myhandlers.py").write_text(upper_source)
     command = run(
         "--local",
         "127.0.0.1:0",
@@ -180,6 +177,39 @@ def test_dotted_path_handler_from_the_command_line(run, backend, tmp_path):
     )
     assert roundtrip(command.address(), b"hi") == b"HI?"
     assert command.stop() == 0
+
+
+def test_seed_replays_the_faults_from_the_flag_or_the_file(run, backend, tmp_path):
+    """``--seed`` and the file's ``seed`` feed the same random source: the same
+    seed garbles a reply the same way, another seed otherwise; the flag wins."""
+    (tmp_path / "seeded.ini").write_text("[vaurien]\nseed = 5\n")
+    base = ("--local", "127.0.0.1:0", "--distant", backend.distant, "--behavior", "error")
+    commands = {  # started together: each takes a moment to come up
+        "flag 5": run(*base, "--seed", "5"),
+        "flag 5 again": run(*base, "--seed", "5"),
+        "flag 6": run(*base, "--seed", "6"),
+        "file 5": run(*base, "--config", "seeded.ini"),
+        "file 5, flag 6": run(*base, "--config", "seeded.ini", "--seed", "6"),
+    }
+    seeds, replies = {}, {}
+    for name, command in commands.items():
+        listening = command.wait_for(LISTENING)
+        seeds[name] = listening.string.rsplit(" ", 1)[-1]
+        replies[name] = roundtrip((listening.group(1), int(listening.group(2))), b"x")
+    assert seeds == {
+        "flag 5": "5",
+        "flag 5 again": "5",
+        "flag 6": "6",
+        "file 5": "5",
+        "file 5, flag 6": "6",
+    }
+    assert len(replies["flag 5"]) == 1000
+    assert replies["flag 5 again"] == replies["flag 5"]
+    assert replies["file 5"] == replies["flag 5"]
+    assert replies["flag 6"] != replies["flag 5"]
+    assert replies["file 5, flag 6"] == replies["flag 6"]
+    for command in commands.values():
+        assert command.stop() == 0
 
 
 def test_sigterm_with_connections_open_exits_cleanly(run, backend):
@@ -201,8 +231,8 @@ def test_sigterm_with_connections_open_exits_cleanly(run, backend):
     command.wait_for(re.compile(r"stopped; 5 connections relayed, 5 were open"))
 
 
-def test_list_handlers(tmp_path):
-    (tmp_path / "myhandlers.py").write_text(UPPER_MODULE)
+def test_list_handlers(tmp_path, upper_source):
+    (tmp_path / "myhandlers.py").write_text(upper_source)
     (tmp_path / "c.ini").write_text("[handler:foobar]\ncallable = myhandlers.Upper\n")
     result = run_to_end(tmp_path, "--list-handlers", "--config", "c.ini")
     assert result.returncode == 0
@@ -310,8 +340,8 @@ def test_the_console_script_is_installed():
     assert result.stdout.startswith("vaurien ")
 
 
-def test_the_plugin_reads_the_same_file(pytester, backend):
-    (pytester.path / "myhandlers.py").write_text(UPPER_MODULE)
+def test_the_plugin_reads_the_same_file(pytester, backend, upper_source):
+    (pytester.path / "myhandlers.py").write_text(upper_source)
     pytester.syspathinsert()
     (pytester.path / "chaos.ini").write_text(
         textwrap.dedent(f"""
@@ -327,20 +357,16 @@ def test_the_plugin_reads_the_same_file(pytester, backend):
     pytester.makeini("[pytest]\nvaurien_config = chaos.ini\n")
     pytester.makepyfile(
         textwrap.dedent("""
-        import socket
         import pytest
 
-        def ask(proxy):
-            with socket.create_connection(proxy.address, timeout=5) as sock:
-                sock.sendall(b"hi")
-                return sock.recv(100)
+        from client import roundtrip
 
         def test_from_file(vaurien_proxy):
-            assert ask(vaurien_proxy) == b"HIfile"
+            assert roundtrip(vaurien_proxy.address, b"hi") == b"HIfile"
 
         @pytest.mark.vaurien(foobar__suffix="marker")
         def test_marker_wins(vaurien_proxy):
-            assert ask(vaurien_proxy) == b"HImarker"
+            assert roundtrip(vaurien_proxy.address, b"hi") == b"HImarker"
     """)
     )
     pytester.runpytest().assert_outcomes(passed=2)

@@ -6,59 +6,36 @@ import textwrap
 
 import pytest
 
-CLIENT = """
+#: What the inner test files start with: tests/client.py is beside them as ``client``.
+INNER_IMPORTS = """\
 import socket
 
 import pytest
 
-
-def roundtrip(address, payload=b"ping"):
-    with socket.create_connection(address, timeout=5) as sock:
-        sock.sendall(payload)
-        sock.shutdown(socket.SHUT_WR)
-        chunks = []
-        while True:
-            data = sock.recv(65536)
-            if not data:
-                return b"".join(chunks)
-            chunks.append(data)
+from client import roundtrip
 """
 
-UPPER = '''
-from pytest_vaurien import BaseHandler
+
+@pytest.fixture
+def make_test(pytester, upper_source):
+    """``make_test(body)``: a test file of ``body``, with ``upper`` registered by a conftest hook."""
+
+    def make(body: str, conftest_handlers: bool = True) -> None:
+        if conftest_handlers:
+            pytester.makeconftest(
+                upper_source
+                + textwrap.dedent("""
+                def pytest_vaurien_add_handlers(config):
+                    return [Upper]
+            """)
+            )
+        pytester.makepyfile(INNER_IMPORTS + textwrap.dedent(body))
+
+    return make
 
 
-class Upper(BaseHandler):
-    """Upper-cases replies; appends `suffix` to them."""
-
-    name = "upper"
-    options = {"suffix": ("Appended to each reply", str, "")}
-
-    def __call__(self, client_sock, backend_sock, to_backend):
-        data = self._get_data(client_sock, backend_sock, to_backend)
-        if data:
-            if not to_backend:
-                data = data.upper() + self.option("suffix").encode()
-            (backend_sock if to_backend else client_sock).sendall(data)
-        return bool(data)
-'''
-
-
-def make_test(pytester: pytest.Pytester, body: str, conftest_handlers: bool = True) -> None:
-    if conftest_handlers:
-        pytester.makeconftest(
-            UPPER
-            + textwrap.dedent("""
-            def pytest_vaurien_add_handlers(config):
-                return [Upper]
-        """)
-        )
-    pytester.makepyfile(CLIENT + textwrap.dedent(body))
-
-
-def test_marker_sets_distant_behavior_and_options(pytester, echo_server):
+def test_marker_sets_distant_behavior_and_options(make_test, pytester, echo_server):
     make_test(
-        pytester,
         f'''
         @pytest.mark.vaurien(behavior="upper", distant="{echo_server.distant}", upper__suffix="!")
         def test_it(vaurien_proxy):
@@ -74,9 +51,8 @@ def test_marker_sets_distant_behavior_and_options(pytester, echo_server):
     pytester.runpytest("--strict-markers").assert_outcomes(passed=1)
 
 
-def test_marker_takes_the_behavior_as_first_argument(pytester, echo_server):
+def test_marker_takes_the_behavior_as_first_argument(make_test, pytester, echo_server):
     make_test(
-        pytester,
         f'''
         @pytest.mark.vaurien("upper", distant="{echo_server.distant}")
         def test_it(vaurien_proxy):
@@ -86,9 +62,8 @@ def test_marker_takes_the_behavior_as_first_argument(pytester, echo_server):
     pytester.runpytest().assert_outcomes(passed=1)
 
 
-def test_command_line_options(pytester, echo_server):
+def test_command_line_options(make_test, pytester, echo_server):
     make_test(
-        pytester,
         """
         def test_it(vaurien_proxy):
             assert roundtrip(vaurien_proxy.address) == b"PING?"
@@ -105,7 +80,7 @@ def test_command_line_options(pytester, echo_server):
     result.assert_outcomes(passed=1)
 
 
-def test_ini_options(pytester, echo_server):
+def test_ini_options(make_test, pytester, echo_server):
     pytester.makeini(f"""
         [pytest]
         vaurien_distant = {echo_server.distant}
@@ -114,7 +89,6 @@ def test_ini_options(pytester, echo_server):
             upper.suffix = ~
     """)
     make_test(
-        pytester,
         """
         def test_it(vaurien_proxy):
             assert roundtrip(vaurien_proxy.address) == b"PING~"
@@ -123,7 +97,7 @@ def test_ini_options(pytester, echo_server):
     pytester.runpytest().assert_outcomes(passed=1)
 
 
-def test_precedence_marker_over_command_line_over_ini(pytester, echo_server):
+def test_precedence_marker_over_command_line_over_ini(make_test, pytester, echo_server):
     pytester.makeini("""
         [pytest]
         vaurien_distant = 127.0.0.1:1
@@ -132,7 +106,6 @@ def test_precedence_marker_over_command_line_over_ini(pytester, echo_server):
             handlers.upper.suffix = ini
     """)
     make_test(
-        pytester,
         """
         def test_cli_over_ini(vaurien_proxy):
             assert roundtrip(vaurien_proxy.address) == b"PINGcli"
@@ -157,9 +130,44 @@ def test_precedence_marker_over_command_line_over_ini(pytester, echo_server):
     result.assert_outcomes(passed=3)
 
 
-def test_markers_merge_from_module_to_function_and_the_closest_wins(pytester, echo_server):
+def test_the_config_file_ranks_below_ini_options(make_test, pytester, echo_server):
+    """vaurien_config is the lowest layer: the ini's own options win, and the
+    file still gives what nothing above it sets (here the distant and the seed)."""
+    (pytester.path / "chaos.ini").write_text(
+        textwrap.dedent(f"""
+        [vaurien]
+        distant = {echo_server.distant}
+        behavior = dummy
+        seed = 77
+
+        [handler:upper]
+        suffix = file
+    """)
+    )
+    pytester.makeini("""
+        [pytest]
+        vaurien_config = chaos.ini
+        vaurien_behavior = upper
+        vaurien_handlers =
+            upper.suffix = ini
+    """)
     make_test(
-        pytester,
+        """
+        def test_ini_over_file(vaurien_proxy):
+            assert vaurien_proxy.behavior == "upper"
+            assert roundtrip(vaurien_proxy.address) == b"PINGini"
+    """,
+    )
+    result = pytester.runpytest()
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["vaurien: seed=77"])
+    pytester.runpytest("--vaurien-seed", "5").stdout.fnmatch_lines(["vaurien: seed=5"])
+
+
+def test_markers_merge_from_module_to_function_and_the_closest_wins(
+    make_test, pytester, echo_server
+):
+    make_test(
         f'''
         pytestmark = pytest.mark.vaurien("upper", distant="{echo_server.distant}",
                                          upper__suffix="!")
@@ -185,10 +193,10 @@ def test_markers_merge_from_module_to_function_and_the_closest_wins(pytester, ec
     pytester.runpytest().assert_outcomes(passed=4)
 
 
-def test_vaurien_distant_fixture_can_be_overridden(pytester, echo_server):
+def test_vaurien_distant_fixture_can_be_overridden(pytester, upper_source, echo_server):
     host, port = echo_server.address
     pytester.makeconftest(
-        UPPER
+        upper_source
         + textwrap.dedent(f'''
         import pytest
 
@@ -201,7 +209,7 @@ def test_vaurien_distant_fixture_can_be_overridden(pytester, echo_server):
     ''')
     )
     pytester.makepyfile(
-        CLIENT
+        INNER_IMPORTS
         + textwrap.dedent("""
         @pytest.mark.vaurien("upper")
         def test_it(vaurien_proxy, vaurien_distant):
@@ -228,9 +236,8 @@ def test_missing_distant_lists_the_four_ways(pytester):
     result.stdout.no_fnmatch_line("*Traceback*")
 
 
-def test_factory_makes_several_proxies_and_stops_them(pytester, echo_server):
+def test_factory_makes_several_proxies_and_stops_them(make_test, pytester, echo_server):
     make_test(
-        pytester,
         f'''
         import threading
 
@@ -252,9 +259,8 @@ def test_factory_makes_several_proxies_and_stops_them(pytester, echo_server):
     pytester.runpytest("-p", "no:randomly").assert_outcomes(passed=2)
 
 
-def test_set_behavior_live_in_a_test(pytester, echo_server):
+def test_set_behavior_live_in_a_test(make_test, pytester, echo_server):
     make_test(
-        pytester,
         f'''
         @pytest.mark.vaurien(distant="{echo_server.distant}")
         def test_it(vaurien_proxy):
@@ -368,9 +374,9 @@ def test_header_shows_the_seed(pytester):
         ),
     ],
 )
-def test_startup_configuration_errors_are_usage_errors(pytester, args, ini, message):
+def test_startup_configuration_errors_are_usage_errors(make_test, pytester, args, ini, message):
     pytester.makeini(f"[pytest]\n{ini}\n")
-    make_test(pytester, "def test_it(): pass")
+    make_test("def test_it(): pass")
     result = pytester.runpytest(*args)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines([message])
@@ -410,9 +416,8 @@ def test_bad_seed_is_an_argument_error(pytester):
         ('"110:upper"', "vaurien marker on test_it: behavior: '110:upper'*has percentage '110'*"),
     ],
 )
-def test_bad_marker_fails_that_test_only(pytester, echo_server, marker, message):
+def test_bad_marker_fails_that_test_only(make_test, pytester, echo_server, marker, message):
     make_test(
-        pytester,
         f"""
         @pytest.mark.vaurien({marker})
         def test_it(vaurien_proxy):
@@ -446,7 +451,7 @@ def test_handler_errors_surface_in_the_test(pytester, echo_server):
     """)
     )
     pytester.makepyfile(
-        CLIENT
+        INNER_IMPORTS
         + textwrap.dedent(f'''
         @pytest.mark.vaurien("broken", distant="{echo_server.distant}")
         def test_it(vaurien_proxy):

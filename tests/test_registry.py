@@ -8,7 +8,14 @@ import pytest
 
 from pytest_vaurien import BaseHandler, ConfigError, HandlerError
 from pytest_vaurien.registry import Registry, make_plugin_manager, registry_from_plugins
-from tests.test_plugin import CLIENT
+
+#: What the inner test files start with: tests/client.py is beside them as ``client``.
+INNER_IMPORTS = """\
+import pytest
+
+from client import roundtrip
+
+"""
 
 REVERSE = '''
 from pytest_vaurien import BaseHandler
@@ -28,7 +35,7 @@ class Reverse(BaseHandler):
 '''
 
 USES_REVERSE = (
-    CLIENT
+    INNER_IMPORTS
     + """
 def test_it(vaurien_proxy):
     assert roundtrip(vaurien_proxy.address, b"abc") == b"cba"
@@ -77,7 +84,7 @@ def test_handler_by_dotted_path(pytester, echo_server):
     pytester.makepyfile(myhandlers=REVERSE)
     pytester.syspathinsert()
     pytester.makepyfile(
-        CLIENT
+        INNER_IMPORTS
         + textwrap.dedent(f'''
         @pytest.mark.vaurien("50:myhandlers.Reverse,50:myhandlers.Reverse",
                              distant="{echo_server.distant}")
@@ -132,7 +139,7 @@ def test_a_name_defined_twice_names_both_sources(pytester, echo_server):
             return [MyDummy]
     """)
     )
-    pytester.makepyfile(CLIENT + "def test_it(vaurien_proxy): pass\n")
+    pytester.makepyfile("def test_it(vaurien_proxy): pass\n")
     result = pytester.runpytest("--vaurien-distant", echo_server.distant)
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines(
@@ -146,7 +153,7 @@ def test_a_name_defined_twice_names_both_sources(pytester, echo_server):
 
 def test_a_hook_returning_something_else_is_named(pytester, echo_server):
     pytester.makeconftest("def pytest_vaurien_add_handlers(config):\n    return [42]\n")
-    pytester.makepyfile(CLIENT + "def test_it(vaurien_proxy): pass\n")
+    pytester.makepyfile("def test_it(vaurien_proxy): pass\n")
     result = pytester.runpytest("--vaurien-distant", echo_server.distant)
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines(
