@@ -2,23 +2,27 @@
 
 from __future__ import annotations
 
-from tests.handlers.helpers import run_inner
+import socket
+
+from pytest_vaurien import Proxy
+from pytest_vaurien.records import Ending
+from tests.client import read_until_eof, roundtrip, settled, wait_until
 
 
-def test_abort_delivers_the_request_and_drops_the_reply(pytester, backend):
-    run_inner(
-        pytester,
-        f"""
-        @pytest.mark.vaurien("abort", distant="{backend.distant}")
-        def test_it(vaurien_proxy):
-            with socket.create_connection(vaurien_proxy.address, timeout=5) as sock:
-                sock.sendall(b"ping")
-                try:
-                    assert sock.recv(10) == b""
-                except ConnectionResetError:
-                    pass
-            [record] = vaurien_proxy.connections
-            assert record.bytes_to_backend == 4 and record.bytes_to_client == 0
-    """,
-    )
-    assert bytes(backend.received[0]) == b"ping"
+def test_abort_delivers_the_request_and_drops_the_reply(backend):
+    with Proxy(backend.address, "abort") as proxy:
+        with socket.create_connection(proxy.address, timeout=5) as sock:
+            sock.sendall(b"ping")
+            assert read_until_eof(sock) == b""  # EOF, or a reset: never the echo
+        [record] = settled(proxy)
+    assert (record.bytes_to_backend, record.bytes_to_client) == (4, 0)
+    assert record.ending is Ending.HANDLER_CLOSED
+    wait_until(lambda: bytes(backend.received[0]) == b"ping")  # the backend did the work
+
+
+def test_abort_drops_a_greeting_too(greeter):
+    """The backend's first words are a reply like any other: they never arrive."""
+    with Proxy(greeter.address, "abort") as proxy:
+        assert roundtrip(proxy.address, b"") == b""
+        [record] = settled(proxy)
+    assert record.bytes_to_client == 0

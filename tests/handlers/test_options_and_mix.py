@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from tests.handlers.helpers import run_inner
+from concurrent.futures import ThreadPoolExecutor
+
+from pytest_vaurien import Proxy
+from tests.client import settled, timed_roundtrip
 
 
-def test_every_typed_option_converts_from_ini_strings(pytester, backend):
+def test_every_typed_option_converts_from_ini_strings(pytester, run_inner, backend):
     pytester.makeini(
         f"""
         [pytest]
@@ -21,7 +24,6 @@ def test_every_typed_option_converts_from_ini_strings(pytester, backend):
     """
     )
     run_inner(
-        pytester,
         """
         def test_it(vaurien_proxy):
             delay, error, transient = (vaurien_proxy.handlers[n]
@@ -34,9 +36,8 @@ def test_every_typed_option_converts_from_ini_strings(pytester, backend):
     )
 
 
-def test_every_typed_option_converts_from_command_line_strings(pytester, backend):
+def test_every_typed_option_converts_from_command_line_strings(run_inner, backend):
     run_inner(
-        pytester,
         """
         def test_it(vaurien_proxy):
             delay, transient = vaurien_proxy.handlers["delay"], vaurien_proxy.handlers["transient"]
@@ -73,21 +74,29 @@ def test_bad_option_values_are_usage_errors(pytester):
     )
 
 
-def test_half_delay_half_blackout_over_200_connections(pytester, backend):
-    run_inner(
-        pytester,
-        f"""
-        from concurrent.futures import ThreadPoolExecutor
-
-        @pytest.mark.vaurien("50:delay,50:blackout", distant="{backend.distant}",
-                             delay__sleep=0.01)
-        def test_it(vaurien_proxy):
-            with ThreadPoolExecutor(20) as pool:
-                replies = list(pool.map(lambda _: roundtrip(vaurien_proxy.address), range(200)))
-            delayed = replies.count(b"ping")
-            assert delayed + replies.count(b"") == 200
-            assert 70 <= delayed <= 130, delayed
-            records = vaurien_proxy.connections
-            assert sum(r.handler == "delay" for r in records) == delayed
-    """,
+def test_bad_direction_is_named(pytester):
+    pytester.makepyfile("def test_it(): pass")
+    result = pytester.runpytest("--vaurien-handler", "latency.direction=sideways")
+    result.stderr.fnmatch_lines(
+        [
+            "ERROR: --vaurien-handler: handler 'latency': option 'direction' = 'sideways' is not "
+            "valid; expected one of both, downstream, upstream"
+        ]
     )
+
+
+def test_half_delay_half_blackout_over_200_connections(backend):
+    """Each connection gets the fault it drew, and only that one: delayed replies
+    come late and whole, blacked-out ones never."""
+    options = {"delay": {"sleep": 0.05}}
+    with Proxy(backend.address, "50:delay,50:blackout", options=options, seed=4) as proxy:
+        with ThreadPoolExecutor(20) as pool:
+            results = list(pool.map(lambda _: timed_roundtrip(proxy.address), range(200)))
+        records = settled(proxy)
+    delayed = [seconds for reply, seconds in results if reply == b"ping"]
+    blacked_out = [seconds for reply, seconds in results if reply == b""]
+    assert len(delayed) + len(blacked_out) == 200
+    assert 70 <= len(delayed) <= 130, len(delayed)
+    assert min(delayed) >= 0.045, min(delayed)  # no delay-drawn connection went through early
+    assert sum(r.handler == "delay" for r in records) == len(delayed)
+    assert all(r.bytes_to_client == 0 for r in records if r.handler == "blackout")

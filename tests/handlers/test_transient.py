@@ -2,36 +2,26 @@
 
 from __future__ import annotations
 
-from tests.handlers.helpers import run_inner
+from pytest_vaurien import Proxy
+from tests.client import roundtrip
 
 
-def test_transient_fails_the_first_attempt_then_lets_through(pytester, backend):
-    run_inner(
-        pytester,
-        f"""
-        @pytest.mark.vaurien("transient", distant="{backend.distant}")
-        def test_first(vaurien_proxy):
-            replies = [roundtrip(vaurien_proxy.address) for _ in range(3)]
-            assert len(replies[0]) == 1000 and replies[0] != b"ping"
-            assert replies[1:] == [b"ping", b"ping"]
-
-        @pytest.mark.vaurien("transient", distant="{backend.distant}")
-        def test_a_new_test_starts_from_zero(vaurien_proxy):
-            assert roundtrip(vaurien_proxy.address) != b"ping"
-            assert roundtrip(vaurien_proxy.address) == b"ping"
-    """,
-        passed=2,
-    )
+def test_transient_fails_the_first_attempt_then_lets_through(backend):
+    with Proxy(backend.address, "transient") as proxy:
+        replies = [roundtrip(proxy.address) for _ in range(3)]
+    assert len(replies[0]) == 1000
+    assert replies[1:] == [b"ping", b"ping"]
 
 
-def test_transient_agitate_and_warmup(pytester, backend):
-    run_inner(
-        pytester,
-        f"""
-        @pytest.mark.vaurien("transient", distant="{backend.distant}", transient__agitate=2,
-                             transient__warmup=1)
-        def test_it(vaurien_proxy):
-            replies = [roundtrip(vaurien_proxy.address) for _ in range(5)]
-            assert [r == b"ping" for r in replies] == [True, False, False, True, True]
-    """,
-    )
+def test_a_new_proxy_starts_counting_from_zero(backend):
+    for _ in range(2):
+        with Proxy(backend.address, "transient") as proxy:
+            assert roundtrip(proxy.address) != b"ping"
+            assert roundtrip(proxy.address) == b"ping"
+
+
+def test_transient_agitate_and_warmup(backend):
+    options = {"transient": {"agitate": 2, "warmup": 1}}
+    with Proxy(backend.address, "transient", options=options) as proxy:
+        replies = [roundtrip(proxy.address) for _ in range(5)]
+    assert [r == b"ping" for r in replies] == [True, False, False, True, True]
