@@ -85,6 +85,28 @@ def test_same_seed_same_faults_alone_reversed_and_under_xdist(pytester, backend,
     assert different != same[0]
 
 
+def test_garbage_is_reproducible_with_the_seed(pytester, backend):
+    pytester.makepyfile(
+        f"""
+        import pytest
+
+        from client import roundtrip
+
+        @pytest.mark.vaurien("error", distant="{backend.distant}")
+        def test_it(vaurien_proxy):
+            data = roundtrip(vaurien_proxy.address, b"x")
+            assert len(data) == 1000
+            with open("garbage.txt", "a") as out:
+                out.write(data.hex() + "\\n")
+    """
+    )
+    for seed in ("5", "5", "6"):
+        pytester.runpytest("--vaurien-seed", seed).assert_outcomes(passed=1)
+    first, second, other = (pytester.path / "garbage.txt").read_text().splitlines()
+    assert first == second
+    assert first != other
+
+
 FAILING = """
 import pytest
 
