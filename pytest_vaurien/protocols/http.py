@@ -1,0 +1,529 @@
+"""HTTP/1.1 framing (RFC 9112): where each request and reply starts and ends.
+
+Sans-IO, as h11 is: bytes in, events out, no socket. Unlike h11 the framers
+never rebuild a message: every event carries the original bytes, so the proxy
+forwards exactly what it was sent. They parse only what framing and matching
+need (the start line, the header fields, the body's length); whatever they
+cannot frame safely drops the connection to plain relay (:class:`Switched`).
+
+Work per feed is linear in the bytes fed: the search for the end of a head
+resumes where the last feed stopped, bodies are counted, not scanned, and a
+head that arrives whole is never copied into a buffer first.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import deque
+from collections.abc import Mapping
+from typing import Any
+
+from pytest_vaurien.protocols.base import (
+    End,
+    Event,
+    Head,
+    Matcher,
+    MessageInfo,
+    Opaque,
+    Part,
+    Switched,
+    WireProtocol,
+)
+from pytest_vaurien.protocols.http_match import (
+    check_error_options,
+    error_reply,
+    parse_match,
+    standard_reason,
+)
+
+__all__ = [
+    "HTTP",
+    "MAX_HEAD",
+    "MAX_LINE",
+    "PROTOCOL",
+    "HttpProtocol",
+    "HttpRequestFramer",
+    "HttpResponseFramer",
+    "check_error_options",
+    "error_reply",
+    "parse_match",
+    "standard_reason",
+]
+
+#: The longest head (start line and fields) or trailer section framed; longer
+#: ones switch the connection to plain relay rather than buffer without end.
+MAX_HEAD = 64 * 1024
+#: The longest chunk-size line, or run of blank lines before a message.
+MAX_LINE = 4096
+
+# States of a framer. _NONE is not a state: "this message has no body".
+_HEAD, _LENGTH, _CHUNK_SIZE, _CHUNK_DATA, _CHUNK_CRLF, _TRAILERS, _UNTIL_CLOSE, _OPAQUE = range(8)
+_NONE = -1
+
+_TOKEN = r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"  # RFC 9110 section 5.6.2
+_NAME = re.compile(_TOKEN).fullmatch
+# A field line, its value without surrounding whitespace (RFC 9112 section 5)
+_FIELD = re.compile(rf"^({_TOKEN}):[ \t]*((?:[^\r\n]*[^\r\n \t])?)[ \t]*\r?$", re.M).findall
+_HEAD_END = re.compile(rb"\n\r?\n")  # bare LF tolerated, as h11 does (RFC 9112 section 2.2)
+_TEXT = re.compile(rb"[^\r\n]")
+_HEX = re.compile(rb"[0-9A-Fa-f]{1,16}").fullmatch
+_REQUEST_LINE = re.compile(rf"({_TOKEN}) ([^\x00-\x20\x7f]+) HTTP/([0-9])\.([0-9])").fullmatch
+_STATUS_LINE = re.compile(
+    r"HTTP/([0-9])\.([0-9]) ([0-9]{3})(?: ([^\x00-\x08\x0a-\x1f\x7f]*))?"
+).fullmatch
+# What the first bytes of a request line can be, so that a client speaking
+# something else (TLS, HTTP/2, Redis) is let through at once, not after 64 KiB.
+_REQUEST_START = re.compile(
+    rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]*(?: [^\x00-\x20\x7f]*(?: H?T?T?P?(?:/[0-9.]*)?)?)?\r?"
+).fullmatch
+_SPECIAL = frozenset({"connection", "content-length", "expect", "transfer-encoding", "upgrade"})
+_END = End()
+
+_Parsed = tuple[MessageInfo, bool, int, int]  # info, interim, body state, length
+_Fields = tuple[tuple[tuple[str, str], ...], dict[str, list[str]]]
+
+
+class _Framer:
+    """What requests and replies share: heads, bodies, the bytes held back.
+
+    Only an incomplete head, chunk-size line or trailer section is held back
+    (at most :data:`MAX_HEAD` bytes); body bytes leave as soon as they arrive.
+    """
+
+    __slots__ = ("_after", "_left", "_pending", "_scan", "_state", "_tstart")
+
+    _eof_reason = "closed mid-message"
+
+    def __init__(self) -> None:
+        self._pending = bytearray()
+        self._state = _HEAD
+        self._left = 0  # body or chunk bytes still to come
+        self._scan = 0  # where the search for a blank line resumes, from the held bytes' start
+        self._tstart = 0  # where the trailer section starts, from the held bytes' start
+        self._after: str | None = None  # switch once the current message ends
+
+    def feed(self, data: bytes) -> list[Event]:
+        """Events for ``data``; ``b""`` is the peer's EOF. Never raises."""
+        if self._state == _OPAQUE:
+            return [Opaque(bytes(data))] if data else []
+        if not data:
+            return self._eof()
+        pending = self._pending
+        buf: bytes | bytearray
+        if pending:
+            pending += data
+            buf = pending
+        else:
+            buf = data
+        events: list[Event] = []
+        mark = self._run(buf, events)
+        if mark >= len(buf):
+            if pending:
+                self._pending = bytearray()
+        elif buf is pending:
+            del pending[:mark]
+        else:
+            self._pending = bytearray(memoryview(buf)[mark:])
+        return events
+
+    def _eof(self) -> list[Event]:
+        rest = bytes(self._pending)
+        state, self._state, self._pending = self._state, _OPAQUE, bytearray()
+        if state == _UNTIL_CLOSE:  # RFC 9112 section 6.3 rule 8: the close ends the body
+            return [End(rest)]
+        if state == _HEAD and not rest:
+            return []
+        return [Switched(self._eof_reason, rest)]
+
+    def _fail(self, reason: str, buf: bytes | bytearray, mark: int, events: list[Event]) -> int:
+        events.append(Switched(reason, bytes(buf[mark:])))
+        self._state = _OPAQUE
+        return len(buf)
+
+    def _switch(self, buf: bytes | bytearray, pos: int, events: list[Event]) -> int:
+        events.append(Switched(self._after or ""))
+        if pos < len(buf):
+            events.append(Opaque(bytes(buf[pos:])))
+        self._state = _OPAQUE
+        return len(buf)
+
+    def _run(self, buf: bytes | bytearray, events: list[Event]) -> int:
+        """Frame ``buf`` (held bytes, then new ones); returns how many were emitted."""
+        n = len(buf)
+        mark = pos = 0  # first byte not emitted; first byte not parsed
+        hold, tstart, tscan = 0, self._tstart, self._scan  # only meaningful in _TRAILERS
+        state = self._state
+        while True:
+            if state == _HEAD:
+                if pos >= n:
+                    break
+                start = pos
+                if buf[start] in b"\r\n":  # RFC 9112 section 2.2: blank lines before a message
+                    text = _TEXT.search(buf, start, start + MAX_LINE + 1)
+                    start = text.start() if text else min(n, start + MAX_LINE + 1)
+                    if start - mark > MAX_LINE:
+                        return self._fail("too many blank lines", buf, mark, events)
+                found = _HEAD_END.search(buf, max(start, mark + self._scan))
+                if found is None:
+                    if n - mark > MAX_HEAD:
+                        return self._fail(f"head over {MAX_HEAD // 1024} KiB", buf, mark, events)
+                    problem = self._start_problem(bytes(buf[start : start + 64]))
+                    if problem:
+                        return self._fail(problem, buf, mark, events)
+                    self._scan = max(n - 2, start) - mark
+                    break
+                end = found.end()
+                if end - mark > MAX_HEAD:
+                    return self._fail(f"head over {MAX_HEAD // 1024} KiB", buf, mark, events)
+                parsed = self._message(
+                    buf[start : found.start()].decode("latin-1").removesuffix("\r")
+                )
+                if isinstance(parsed, str):
+                    return self._fail(parsed, buf, mark, events)
+                info, interim, state, self._left = parsed
+                events.append(Head(bytes(buf[mark:end]), info, interim))
+                mark = pos = end
+                self._scan = 0
+                if state == _NONE:
+                    events.append(_END)
+                    if self._after:
+                        return self._switch(buf, pos, events)
+                    state = _HEAD
+            elif state in (_LENGTH, _CHUNK_DATA):
+                left = self._left
+                if n - pos < left:
+                    self._left = left - (n - pos)
+                    pos = n
+                    break
+                pos += left
+                if state == _CHUNK_DATA:
+                    state = _CHUNK_CRLF
+                    continue
+                events.append(End(bytes(buf[mark:pos])))
+                mark = pos
+                if self._after:
+                    return self._switch(buf, pos, events)
+                state = _HEAD
+            elif state == _CHUNK_SIZE:  # RFC 9112 section 7.1
+                nl = buf.find(b"\n", pos)
+                if nl < 0:
+                    if n - pos > MAX_LINE:
+                        return self._fail("chunk-size line too long", buf, mark, events)
+                    break
+                size = buf[pos:nl].partition(b";")[0].strip(b" \t\r")  # section 7.1.1: extensions
+                if not _HEX(size):
+                    return self._fail("bad chunk size", buf, mark, events)
+                if int(size, 16):
+                    self._left = int(size, 16)
+                    state = _CHUNK_DATA
+                else:  # the last chunk: hold it back with the trailers, to end the message whole
+                    hold, tstart = pos, nl + 1
+                    tscan = tstart
+                    state = _TRAILERS
+                pos = nl + 1
+            elif state == _CHUNK_CRLF:
+                if buf.startswith(b"\r\n", pos):
+                    pos += 2
+                elif buf.startswith(b"\n", pos):
+                    pos += 1
+                elif n - pos >= 2 or (pos < n and buf[pos] != 13):
+                    return self._fail("no CRLF after chunk data", buf, mark, events)
+                else:
+                    break
+                state = _CHUNK_SIZE
+            elif state == _TRAILERS:  # RFC 9112 section 7.1.2
+                if buf.startswith(b"\r\n", tstart):
+                    end = tstart + 2
+                elif buf.startswith(b"\n", tstart):
+                    end = tstart + 1
+                else:
+                    found = _HEAD_END.search(buf, max(tscan, tstart))
+                    if found is None:
+                        if n - hold > MAX_HEAD:
+                            return self._fail("trailers over 64 KiB", buf, mark, events)
+                        self._tstart, self._scan = tstart - hold, max(n - 2, tstart) - hold
+                        pos = n
+                        break
+                    end = found.end()
+                events.append(End(bytes(buf[mark:end])))
+                mark = pos = end
+                self._scan = 0
+                if self._after:
+                    return self._switch(buf, pos, events)
+                state = _HEAD
+            else:  # _UNTIL_CLOSE
+                pos = n
+                break
+        self._state = state
+        if state != _HEAD:
+            upto = hold if state == _TRAILERS else pos
+            if upto > mark:
+                events.append(Part(bytes(buf[mark:upto])))
+                mark = upto
+        return mark
+
+    def _start_problem(self, first: bytes) -> str | None:
+        """Why the first bytes of an incomplete head cannot start a message."""
+        raise NotImplementedError
+
+    def _message(self, text: str) -> _Parsed | str:
+        """The parsed head (start line and fields, no final blank line), or the problem."""
+        raise NotImplementedError
+
+
+class HttpRequestFramer(_Framer):
+    """Cuts a client's stream into requests (RFC 9112 sections 3, 6)."""
+
+    __slots__ = ()
+
+    _eof_reason = "client closed mid-request"
+
+    def _start_problem(self, first: bytes) -> str | None:
+        nl = first.find(b"\n")
+        if nl < 0:
+            return None if _REQUEST_START(first) else "not an HTTP request line"
+        line = _request_line(first[:nl].decode("latin-1").removesuffix("\r"))
+        return line if isinstance(line, str) else None
+
+    def _message(self, text: str) -> _Parsed | str:
+        head = _split_head(text, "request")
+        if isinstance(head, str):
+            return head
+        line = _request_line(head[0])
+        if isinstance(line, str):
+            return line
+        method, target, major, minor = line
+        headers, special = head[1]
+        http10 = minor == "0"
+        connection = _tokens(special.get("connection"))
+        if method == "CONNECT":  # RFC 9110 section 9.3.6: no content; a tunnel follows
+            state, length = _NONE, 0
+            self._after = "HTTP CONNECT"
+        else:
+            body = _body(special, http10, request=True)
+            if isinstance(body, str):
+                return body
+            state, length = body
+            # RFC 9110 section 7.8: Upgrade needs "Connection: upgrade"; ignored in HTTP/1.0
+            if "upgrade" in special and "upgrade" in connection and not http10:
+                self._after = "HTTP Upgrade"
+        path, query = _split_target(target)
+        info = MessageInfo(
+            f"{method} {path}",
+            {
+                "method": method,
+                "target": target,
+                "path": path,
+                "query": query,
+                "version": f"HTTP/{major}.{minor}",
+                "headers": headers,
+                "keep_alive": "keep-alive" in connection if http10 else "close" not in connection,
+                # RFC 9110 section 10.1.1: ignored in an HTTP/1.0 request
+                "expects_continue": "expect" in special
+                and not http10
+                and any(v.lower() == "100-continue" for v in special["expect"]),
+            },
+        )
+        return info, False, state, length
+
+
+class HttpResponseFramer(_Framer):
+    """Cuts a backend's stream into replies, told by :meth:`expect` what each answers.
+
+    Bytes that answer no expected request (an unsolicited ``408`` before the
+    backend closes) are framed as a reply to a ``GET``, with the field
+    ``unsolicited`` true; they never raise and never get lost.
+    """
+
+    __slots__ = ("_expected",)
+
+    _eof_reason = "backend closed mid-reply"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._expected: deque[MessageInfo] = deque()
+
+    def expect(self, request: MessageInfo) -> None:
+        """The next request the client sent, which the next final reply answers."""
+        self._expected.append(request)
+
+    def _start_problem(self, first: bytes) -> str | None:
+        nl = first.find(b"\n")
+        if nl < 0:
+            return None if b"HTTP/".startswith(first[:5]) else "not an HTTP status line"
+        line = first[:nl].decode("latin-1").removesuffix("\r")
+        return None if _STATUS_LINE(line) else "not an HTTP status line"
+
+    def _message(self, text: str) -> _Parsed | str:
+        head = _split_head(text, "response")
+        if isinstance(head, str):
+            return head
+        line = _STATUS_LINE(head[0])
+        if line is None:
+            return "not an HTTP status line"
+        major, minor, code, reason = line.groups()
+        if major != "1":
+            return f"unsupported version HTTP/{major}.{minor}"
+        status = int(code)
+        if status < 100:
+            return "bad status code"
+        headers, special = head[1]
+        http10 = minor == "0"
+        expected = self._expected
+        request = expected[0] if expected else None
+        method = request.fields.get("method", "GET") if request else "GET"
+        interim = status < 200 and status != 101  # RFC 9110 section 15.2: a final reply follows
+        if not interim and expected:
+            expected.popleft()
+        state, length = _NONE, 0  # RFC 9112 section 6.3 rules 1 and 2
+        if status == 101:
+            self._after = "HTTP 101 Switching Protocols"
+        elif method == "CONNECT" and 200 <= status < 300:
+            self._after = "HTTP CONNECT"
+        elif not (interim or method == "HEAD" or status in (204, 304)):
+            body = _body(special, http10, request=False)
+            if isinstance(body, str):
+                return body
+            state, length = body
+        connection = _tokens(special.get("connection"))
+        keep = "keep-alive" in connection if http10 else "close" not in connection
+        info = MessageInfo(
+            code,
+            {
+                "status": status,
+                "reason": reason or "",
+                "version": f"HTTP/{major}.{minor}",
+                "headers": headers,
+                "keep_alive": keep and state != _UNTIL_CLOSE,
+                "unsolicited": request is None,
+            },
+        )
+        return info, interim, state, length
+
+
+def _request_line(line: str) -> tuple[str, ...] | str:
+    """Method, target, major and minor version of a request line, or the problem."""
+    found = _REQUEST_LINE(line)
+    if found is None:
+        return "not an HTTP request line"
+    method, _, major, minor = parts = found.groups()
+    if major != "1":
+        if method == "PRI" and major == "2":  # RFC 9113 section 3.4
+            return "HTTP/2 connection preface"
+        return f"unsupported version HTTP/{major}.{minor}"
+    return parts
+
+
+def _split_head(text: str, what: str) -> tuple[str, _Fields] | str:
+    """The start line and the fields of a head, or the problem."""
+    first, _, block = text.partition("\n")
+    first = first.removesuffix("\r")
+    if not block:
+        return first, ((), {})
+    found = _FIELD(block)
+    if len(found) == block.count("\n") + 1:  # each line a field: the common case, in C
+        headers = tuple([(name.lower(), value) for name, value in found])
+    else:
+        slow = _fields_slowly(block, what)
+        if isinstance(slow, str):
+            return slow
+        headers = slow
+    special: dict[str, list[str]] = {}
+    for name, value in headers:
+        if name in _SPECIAL:
+            special.setdefault(name, []).append(value)
+    return first, (headers, special)
+
+
+def _fields_slowly(block: str, what: str) -> tuple[tuple[str, str], ...] | str:
+    """The fields line by line, for the odd head: folded, or malformed."""
+    if "\r" in block.replace("\r\n", ""):  # RFC 9112 section 2.2
+        return f"bare CR in the {what} head"
+    headers: list[tuple[str, str]] = []
+    for line in block.replace("\r\n", "\n").split("\n"):
+        name, colon, value = line.partition(":")
+        if colon and _NAME(name):
+            headers.append((name.lower(), value.strip(" \t")))
+        elif line[:1] in (" ", "\t") and headers:  # RFC 9112 section 5.2: obs-fold is a space
+            name, value = headers[-1]
+            headers[-1] = (name, (value + " " + line.strip(" \t")).strip(" "))
+        else:  # RFC 9112 section 5.1: no space before the colon either
+            return "malformed header line"
+    return tuple(headers)
+
+
+def _tokens(values: list[str] | None) -> set[str]:
+    """The lower-cased tokens of a comma-separated list field (``Connection``)."""
+    if not values:
+        return set()
+    return {token.strip(" \t").lower() for value in values for token in value.split(",")}
+
+
+def _body(special: Mapping[str, list[str]], http10: bool, request: bool) -> tuple[int, int] | str:
+    """How the body is delimited (RFC 9112 section 6.3), or why it cannot be told."""
+    te, cl = special.get("transfer-encoding"), special.get("content-length")
+    if te is not None:
+        if cl is not None:  # rule 3: a smuggling attempt; the backend may read it otherwise
+            return "both Transfer-Encoding and Content-Length"
+        if http10:  # section 6.1: faulty framing
+            return "Transfer-Encoding in HTTP/1.0"
+        codings = [c for c in (c.strip(" \t").lower() for v in te for c in v.split(",")) if c]
+        if codings and codings[-1] == "chunked" and codings.count("chunked") == 1:
+            return _CHUNK_SIZE, 0
+        if request:  # rule 4: a request's length cannot be told
+            return "Transfer-Encoding without final chunked"
+        return _UNTIL_CLOSE, 0
+    if cl is not None:  # RFC 9110 section 8.6: "42, 42" is one length
+        values = {p.strip(" \t") for v in cl for p in v.split(",")} - {""}
+        if not values or not all(v.isascii() and v.isdigit() for v in values):
+            return "invalid Content-Length"
+        if len({int(v) for v in values}) > 1:
+            return "conflicting Content-Length"
+        length = int(values.pop())
+        return (_LENGTH, length) if length else (_NONE, 0)
+    return (_NONE, 0) if request else (_UNTIL_CLOSE, 0)  # rules 6 and 8
+
+
+def _split_target(target: str) -> tuple[str, str]:
+    """Path and query of a request-target (RFC 9112 section 3.2).
+
+    Absolute-form gives its path (``/`` when empty); authority-form
+    (``CONNECT host:443``) and asterisk-form (``*``) are their own path.
+    """
+    if target[0] != "/":
+        scheme = target.find("://")
+        if scheme < 0:
+            return target, ""
+        rest = target[scheme + 3 :]
+        slash, mark = rest.find("/"), rest.find("?")
+        if slash < 0 or 0 <= mark < slash:
+            return "/", rest[mark + 1 :] if mark >= 0 else ""
+        target = rest[slash:]
+    path, _, query = target.partition("?")
+    return path, query
+
+
+class HttpProtocol:
+    """HTTP/1.1 for the proxy: framers, ``match`` forms and ``error`` replies."""
+
+    name = "http"
+
+    def request_framer(self) -> HttpRequestFramer:
+        return HttpRequestFramer()
+
+    def response_framer(self) -> HttpResponseFramer:
+        return HttpResponseFramer()
+
+    def parse_match(self, match: object, where: str) -> Matcher:
+        return parse_match(match, where)
+
+    def error_reply(self, options: Mapping[str, Any], request: MessageInfo) -> tuple[bytes, str]:
+        return error_reply(options, request)
+
+    def check_error_options(self, options: Mapping[str, Any], where: str) -> None:
+        check_error_options(options, where)
+
+
+PROTOCOL = HttpProtocol()
+#: The same object, typed as the interface (mypy checks that it conforms).
+HTTP: WireProtocol = PROTOCOL
