@@ -29,7 +29,7 @@ from typing import Any, NoReturn
 from pytest_vaurien import __version__
 from pytest_vaurien.address import Address, format_address, parse_address
 from pytest_vaurien.config_file import ConfigFile, read_config_file
-from pytest_vaurien.echo import echo
+from pytest_vaurien.echo import cut, echo
 from pytest_vaurien.engine.proxy import Proxy
 from pytest_vaurien.errors import ConfigError, VaurienError
 from pytest_vaurien.handlers.base import OptionSpec, Range
@@ -199,7 +199,7 @@ def parse_handler_flags(extras: Sequence[str]) -> dict[tuple[str, str], str]:
             raise UsageError(f"{echo(token)}: expected --handlers.NAME.OPTION VALUE")
         if not sep:
             if not tokens:
-                raise UsageError(f"{echo(token)[1:-1]}: expected a value")
+                raise UsageError(f"{cut(token)}: expected a value")
             value = tokens.pop(0)
         options[(name, option)] = value
     return options

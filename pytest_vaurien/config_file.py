@@ -25,7 +25,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pytest_vaurien.echo import echo
+from pytest_vaurien.echo import cut, echo
 from pytest_vaurien.errors import ConfigError, VaurienError
 from pytest_vaurien.registry import Registry
 from pytest_vaurien.settings import Layer
@@ -102,7 +102,7 @@ def read_config_file(path: str | Path) -> ConfigFile:
     options: dict[tuple[str, str], str] = {}
     aliases: dict[str, str] = {}
     for section in parser.sections():
-        where = f"config file {str(path)!r}, section [{_cut(section)}]"
+        where = f"config file {str(path)!r}, section [{cut(section)}]"
         values = {
             key: _substitute(value, f"{where}, {key}") for key, value in parser.items(section)
         }
@@ -132,7 +132,7 @@ def read_config_file(path: str | Path) -> ConfigFile:
                 options[(name, option)] = value
         else:
             raise ConfigError(
-                f"config file {str(path)!r}: unknown section [{_cut(section)}]; "
+                f"config file {str(path)!r}: unknown section [{cut(section)}]; "
                 f"expected [{MAIN_SECTION}] or [{HANDLER_PREFIX}NAME]"
             )
     seed = None
@@ -171,9 +171,3 @@ def _is_dotted_path(text: str) -> bool:
     """``module.attribute`` at least: a bare name would never import as a handler class."""
     parts = text.split(".")
     return len(parts) >= 2 and all(part.isidentifier() for part in parts)
-
-
-def _cut(text: str) -> str:
-    """A section name as messages show it: unquoted, cut as ``echo`` cuts values."""
-    shown = echo(text)
-    return text if shown == repr(text) else shown

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 
-__all__ = ["echo"]
+__all__ = ["cut", "echo"]
 
 #: Longer reprs are cut to ``KEEP`` characters and the value's length.
 LIMIT = 60
@@ -36,3 +36,10 @@ def echo(value: object) -> str:
         return f"{text[:KEEP]}... ({len(text.lstrip('-'))} digits)"
     length = len(value) if isinstance(value, (str, bytes)) else len(text)
     return f"{text[:KEEP]}... ({length} characters)"
+
+
+def cut(text: str) -> str:
+    """``text`` unquoted (a section or flag name in its place), cut as :func:`echo` cuts."""
+    if len(text) <= LIMIT:
+        return text
+    return f"{text[:KEEP]}... ({len(text)} characters)"

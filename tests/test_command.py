@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_vaurien.cli import normalize_arguments
+from pytest_vaurien.cli import UsageError, normalize_arguments, parse_handler_flags
 from tests.servers import roundtrip, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -279,6 +279,17 @@ def test_an_empty_local_in_the_file_is_an_error(tmp_path):
 )
 def test_values_starting_with_a_dash_stay_with_their_option(argv, expected):
     assert normalize_arguments(argv) == expected
+
+
+@pytest.mark.parametrize(
+    "extras",
+    [["--handlers.delay." + "s" * 5000], ["--" + "x" * 5000], ["--handlers." + "n" * 5000, "1"]],
+)
+def test_long_flags_are_cut_in_messages(extras):
+    with pytest.raises(UsageError) as raised:
+        parse_handler_flags(extras)
+    assert "(5" in str(raised.value)
+    assert len(str(raised.value)) < 200
 
 
 # -- running ----------------------------------------------------------------
