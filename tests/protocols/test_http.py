@@ -42,7 +42,7 @@ from pytest_vaurien.protocols.http import (
     parse_match,
     standard_reason,
 )
-from tests.protocols.http_traffic import RECORDED
+from tests.protocols.http_traffic import CONNECTIONS, RECORDED
 
 
 def feed(framer: HttpRequestFramer | HttpResponseFramer, *chunks: bytes) -> list[Event]:
@@ -660,6 +660,21 @@ def test_a_backend_closing_mid_reply_leaves_no_byte_behind() -> None:
 def test_a_reply_without_status_text() -> None:
     raw = b"HTTP/1.1 599\r\nContent-Length: 0\r\n\r\n"
     assert info_of(replies([GET], raw)[0]).fields["reason"] == ""
+
+
+@pytest.mark.parametrize(("sent", "answered", "who"), CONNECTIONS, ids=[c[2] for c in CONNECTIONS])
+def test_recorded_connections_frame_both_ways(sent: bytes, answered: bytes, who: str) -> None:
+    client = requests(sent, b"")
+    assert joined(client) == sent
+    infos = [info_of(e) for e in client if isinstance(e, Head)]
+    backend = replies(infos, answered, b"")
+    assert joined(backend) == answered
+    finals = [info_of(e) for e in backend if isinstance(e, Head) and not e.interim]
+    assert len(finals) == len(infos)
+    assert not any(info.fields["unsolicited"] for info in finals)
+    switches = [e.reason for e in client + backend if isinstance(e, Switched)]
+    # curl --http2 asks for h2c; the stdlib server declines with a plain 200
+    assert switches == (["HTTP Upgrade"] if "--http2" in who else [])
 
 
 # -- properties ---------------------------------------------------------------
