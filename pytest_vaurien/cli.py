@@ -349,6 +349,9 @@ class Reloader:
         self.settings = settings
         #: ``--local`` was given: the file's ``local`` does not matter.
         self.local_fixed = local_fixed
+        #: Every alias registered so far, at start or by a reload (even one
+        #: that failed later): a name keeps its class while the command runs.
+        self.aliases = dict(config.aliases)
 
     @property
     def where(self) -> str:
@@ -360,6 +363,7 @@ class Reloader:
             config, settings, added = self._read()
             for name, path in added.items():
                 self.registry.alias(name, path, f"[handler:{name}] in {str(config.path)!r}")
+                self.aliases[name] = path
             self.proxy.set_behavior(
                 settings.behavior.spec or str(settings.behavior),
                 **self._option_keywords(settings),
@@ -382,16 +386,14 @@ class Reloader:
         """The file, the settings it gives and its new aliases, all checked."""
         config = read_config_file(self.config.path)
         for name, path in config.aliases.items():
-            old = self.config.aliases.get(name)
+            old = self.aliases.get(name)
             if old is not None and old != path:
                 raise ConfigError(
                     f"{self.where}, section [handler:{name}]: callable changed from "
                     f"{echo(old)} to {echo(path)}; a handler name keeps its class until "
                     "the command restarts"
                 )
-        added = {
-            name: path for name, path in config.aliases.items() if name not in self.config.aliases
-        }
+        added = {name: path for name, path in config.aliases.items() if name not in self.aliases}
         trial = self.registry.copy()
         dataclasses.replace(config, aliases=added).register_aliases(trial)
         settings = resolve([config.layer, self.command_line])

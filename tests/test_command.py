@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from pytest_vaurien.cli import UsageError, normalize_arguments, parse_handler_flags
-from tests.servers import roundtrip, wait_until
+from tests.client import roundtrip
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = Path(sys.executable).parent / "vaurien"
@@ -474,7 +474,16 @@ def test_sighup_adds_an_alias_the_file_now_defines(start, backend, tmp_path):
     write_config(config, backend.distant, "shout")
     command.send(signal.SIGHUP)
     command.wait_stderr(r"reloaded config file 'c\.ini': behavior '100:dummy' -> 'shout'$")
-    wait_until(lambda: roundtrip(address, b"hi") == b"HI", message="the alias in force")
+    assert roundtrip(address, b"hi") == b"HI"
+
+    config.write_text(config.read_text().replace("myhandlers.Upper", "myhandlers.Boom"))
+    command.send(signal.SIGHUP)
+    command.wait_stderr(
+        r"ERROR reload failed, the configuration in force stays: config file 'c\.ini', section "
+        r"\[handler:shout\]: callable changed from 'myhandlers\.Upper' to 'myhandlers\.Boom'; "
+        r"a handler name keeps its class until the command restarts$"
+    )
+    assert roundtrip(address, b"hi") == b"HI"
     assert command.stop() == 0
 
 
