@@ -324,6 +324,20 @@ def test_a_config_file_that_is_not_utf8_is_a_usage_error_in_pytest(pytester):
     assert "INTERNALERROR" not in result.stdout.str() + result.stderr.str()
 
 
+def test_an_alias_error_in_the_config_file_is_a_usage_error_naming_file_and_section(pytester):
+    (pytester.path / "chaos.ini").write_text("[handler:foo]\ncallable = os.path.nothing\n")
+    pytester.makeini("[pytest]\nvaurien_config = chaos.ini\n")
+    pytester.makepyfile("def test_it(): pass")
+    result = pytester.runpytest()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        [
+            "ERROR: *config file '*chaos.ini', section [[]handler:foo]: 'os.path.nothing': "
+            "'os.path' has no attribute 'nothing'"
+        ]
+    )
+
+
 def test_a_huge_number_in_a_marker_fails_that_test_with_one_message(pytester, echo_server):
     """``delay__sleep=10**400`` raised OverflowError from ``float()``."""
     pytester.makepyfile(
