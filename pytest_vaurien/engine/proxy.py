@@ -17,7 +17,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -113,6 +113,9 @@ class Proxy:
     :param port: where to listen; 0 (the default) picks a free port.
     :param on_record: called with each connection's record when it ends (in
         the proxy's thread: keep it short), e.g. to log it.
+    :param protocol: ``"tcp"`` (faults per connection) or a protocol to frame,
+        such as ``"http"`` (faults per request).
+    :param rules: :class:`~pytest_vaurien.Rule` objects or their string forms.
     :param keep_records: keep every record in ``connections``; a long-running
         proxy that only logs them (the ``vaurien`` command) turns it off so
         that memory does not grow with each connection.
@@ -133,6 +136,8 @@ class Proxy:
         connect_timeout: float = 5.0,
         on_record: Callable[[ConnectionRecord], None] | None = None,
         keep_records: bool = True,
+        protocol: str = "tcp",
+        rules: Sequence[Rule | str] = (),
     ) -> None:
         settings = resolve(
             [
@@ -147,6 +152,10 @@ class Proxy:
                     },
                     distant_source="distant",
                     behavior_source="behavior",
+                    protocol=protocol,
+                    protocol_source="protocol",
+                    rules=list(rules),
+                    rules_source="rules",
                 )
             ]
         )
