@@ -8,7 +8,8 @@ cannot frame safely drops the connection to plain relay (:class:`Switched`).
 
 Work per feed is linear in the bytes fed: the search for the end of a head
 resumes where the last feed stopped, bodies are counted, not scanned, and a
-head that arrives whole is never copied into a buffer first.
+head that arrives whole is never copied into a buffer first. What a block of
+header fields says is cached: a client sends the same fields again and again.
 """
 
 from __future__ import annotations
@@ -80,7 +81,12 @@ _SPECIAL = frozenset({"connection", "content-length", "expect", "transfer-encodi
 _END = End()
 
 _Parsed = tuple[MessageInfo, bool, int, int]  # info, interim, body state, length
-_Fields = tuple[tuple[tuple[str, str], ...], dict[str, list[str]]]
+# A head's fields: (name, value) pairs, Connection's tokens, how the body is
+# delimited (or why it cannot be), an Upgrade to switch to, Expect: 100-continue
+_Facts = tuple[tuple[tuple[str, str], ...], frozenset[str], tuple[int, int] | str, bool, bool]
+_CACHE: dict[tuple[str, bool, bool], _Facts | str] = {}
+_CACHE_SIZE = 256  # field blocks remembered, each at most _CACHE_BLOCK characters
+_CACHE_BLOCK = 2048
 
 
 class _Framer:
@@ -286,26 +292,24 @@ class HttpRequestFramer(_Framer):
         return line if isinstance(line, str) else None
 
     def _message(self, text: str) -> _Parsed | str:
-        head = _split_head(text, "request")
-        if isinstance(head, str):
-            return head
-        line = _request_line(head[0])
+        first, _, block = text.partition("\n")
+        line = _request_line(first.removesuffix("\r"))
         if isinstance(line, str):
             return line
         method, target, major, minor = line
-        headers, special = head[1]
         http10 = minor == "0"
-        connection = _tokens(special.get("connection"))
+        facts = _facts(block, http10, True)
+        if isinstance(facts, str):
+            return facts
+        headers, connection, body, upgrade, expects_continue = facts
         if method == "CONNECT":  # RFC 9110 section 9.3.6: no content; a tunnel follows
             state, length = _NONE, 0
             self._after = "HTTP CONNECT"
+        elif isinstance(body, str):
+            return body
         else:
-            body = _body(special, http10, request=True)
-            if isinstance(body, str):
-                return body
             state, length = body
-            # RFC 9110 section 7.8: Upgrade needs "Connection: upgrade"; ignored in HTTP/1.0
-            if "upgrade" in special and "upgrade" in connection and not http10:
+            if upgrade:
                 self._after = "HTTP Upgrade"
         path, query = _split_target(target)
         info = MessageInfo(
@@ -318,10 +322,7 @@ class HttpRequestFramer(_Framer):
                 "version": f"HTTP/{major}.{minor}",
                 "headers": headers,
                 "keep_alive": "keep-alive" in connection if http10 else "close" not in connection,
-                # RFC 9110 section 10.1.1: ignored in an HTTP/1.0 request
-                "expects_continue": "expect" in special
-                and not http10
-                and any(v.lower() == "100-continue" for v in special["expect"]),
+                "expects_continue": expects_continue,
             },
         )
         return info, False, state, length
@@ -355,10 +356,8 @@ class HttpResponseFramer(_Framer):
         return None if _STATUS_LINE(line) else "not an HTTP status line"
 
     def _message(self, text: str) -> _Parsed | str:
-        head = _split_head(text, "response")
-        if isinstance(head, str):
-            return head
-        line = _STATUS_LINE(head[0])
+        first, _, block = text.partition("\n")
+        line = _STATUS_LINE(first.removesuffix("\r"))
         if line is None:
             return "not an HTTP status line"
         major, minor, code, reason = line.groups()
@@ -367,8 +366,11 @@ class HttpResponseFramer(_Framer):
         status = int(code)
         if status < 100:
             return "bad status code"
-        headers, special = head[1]
         http10 = minor == "0"
+        facts = _facts(block, http10, False)
+        if isinstance(facts, str):
+            return facts
+        headers, connection, body, _, _ = facts
         expected = self._expected
         request = expected[0] if expected else None
         method = request.fields.get("method", "GET") if request else "GET"
@@ -381,11 +383,9 @@ class HttpResponseFramer(_Framer):
         elif method == "CONNECT" and 200 <= status < 300:
             self._after = "HTTP CONNECT"
         elif not (interim or method == "HEAD" or status in (204, 304)):
-            body = _body(special, http10, request=False)
             if isinstance(body, str):
                 return body
             state, length = body
-        connection = _tokens(special.get("connection"))
         keep = "keep-alive" in connection if http10 else "close" not in connection
         info = MessageInfo(
             code,
@@ -414,25 +414,47 @@ def _request_line(line: str) -> tuple[str, ...] | str:
     return parts
 
 
-def _split_head(text: str, what: str) -> tuple[str, _Fields] | str:
-    """The start line and the fields of a head, or the problem."""
-    first, _, block = text.partition("\n")
-    first = first.removesuffix("\r")
-    if not block:
-        return first, ((), {})
-    found = _FIELD(block)
-    if len(found) == block.count("\n") + 1:  # each line a field: the common case, in C
-        headers = tuple([(name.lower(), value) for name, value in found])
-    else:
-        slow = _fields_slowly(block, what)
+def _facts(block: str, http10: bool, request: bool) -> _Facts | str:
+    """What a head's field block says, or its problem; cached, as a client
+    sends the same fields again and again on a connection."""
+    key = (block, http10, request)
+    facts = _CACHE.get(key)
+    if facts is None:
+        facts = _read_fields(block, http10, request)
+        if len(block) <= _CACHE_BLOCK:
+            if len(_CACHE) >= _CACHE_SIZE:
+                _CACHE.clear()
+            _CACHE[key] = facts
+    return facts
+
+
+def _read_fields(block: str, http10: bool, request: bool) -> _Facts | str:
+    found = _FIELD(block) if block else []
+    if block and len(found) != block.count("\n") + 1:  # a field a line: else the odd head
+        slow = _fields_slowly(block, "request" if request else "response")
         if isinstance(slow, str):
             return slow
         headers = slow
+    else:
+        headers = tuple([(name.lower(), value) for name, value in found])
     special: dict[str, list[str]] = {}
     for name, value in headers:
         if name in _SPECIAL:
             special.setdefault(name, []).append(value)
-    return first, (headers, special)
+    connection = frozenset(
+        token.strip(" \t").lower()
+        for value in special.get("connection", ())
+        for token in value.split(",")
+    )
+    return (
+        headers,
+        connection,
+        _body(special, http10, request),
+        # RFC 9110 section 7.8: Upgrade needs "Connection: upgrade"; ignored in HTTP/1.0
+        "upgrade" in special and "upgrade" in connection and not http10,
+        # RFC 9110 section 10.1.1: ignored in an HTTP/1.0 request
+        not http10 and any(v.lower() == "100-continue" for v in special.get("expect", ())),
+    )
 
 
 def _fields_slowly(block: str, what: str) -> tuple[tuple[str, str], ...] | str:
@@ -450,13 +472,6 @@ def _fields_slowly(block: str, what: str) -> tuple[tuple[str, str], ...] | str:
         else:  # RFC 9112 section 5.1: no space before the colon either
             return "malformed header line"
     return tuple(headers)
-
-
-def _tokens(values: list[str] | None) -> set[str]:
-    """The lower-cased tokens of a comma-separated list field (``Connection``)."""
-    if not values:
-        return set()
-    return {token.strip(" \t").lower() for value in values for token in value.split(",")}
 
 
 def _body(special: Mapping[str, list[str]], http10: bool, request: bool) -> tuple[int, int] | str:

@@ -442,6 +442,31 @@ def test_a_client_closing_mid_request_leaves_no_byte_behind() -> None:
     assert feed(framer, b"", b"late") == [Opaque(b"late")]
 
 
+def test_what_fields_say_is_remembered_apart_per_version_and_side() -> None:
+    block = b"Transfer-Encoding: chunked\r\nConnection: upgrade\r\nUpgrade: x\r\n\r\n"
+    for _ in range(2):  # the second time from the cache
+        assert requests(b"GET / HTTP/1.0\r\n" + block)[0] == Switched(
+            "Transfer-Encoding in HTTP/1.0", b"GET / HTTP/1.0\r\n" + block
+        )
+        assert [type(e) for e in requests(b"GET / HTTP/1.1\r\n" + block + b"0\r\n\r\n")] == [
+            Head,
+            End,
+            Switched,
+        ]
+        reply = b"HTTP/1.1 200 OK\r\n" + block + b"0\r\n\r\n"
+        assert [type(e) for e in replies([GET], reply)] == [Head, End]
+
+
+def test_the_cache_of_fields_stays_bounded() -> None:
+    for i in range(3 * http._CACHE_SIZE):
+        requests(b"GET / HTTP/1.1\r\nX-N: %d\r\n\r\n" % i)
+    assert 0 < len(http._CACHE) <= http._CACHE_SIZE
+    big = b"GET / HTTP/1.1\r\nX-Big: " + b"a" * http._CACHE_BLOCK + b"\r\n\r\n"
+    before = len(http._CACHE)
+    assert [type(e) for e in requests(big)] == [Head, End]
+    assert len(http._CACHE) == before  # too big to keep
+
+
 def test_framers_are_fresh_and_the_protocol_is_registered() -> None:
     assert PROTOCOL.name == "http"
     assert wire_protocol("http") is PROTOCOL is HTTP
