@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import socket
+import threading
 import time
 
 import pytest
@@ -211,23 +212,59 @@ def test_abort_delivers_the_request_and_closes_before_the_reply(http_backend):
     assert exchange.outcome == "aborted"
 
 
-def test_an_upgrade_falls_back_to_plain_relay_with_the_reason(greeter):
+class UpgradingBackend:
+    """Answers an Upgrade request with 101, then echoes bytes, as a WebSocket server."""
+
+    def __init__(self) -> None:
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(4)
+        host, port = self.listener.getsockname()
+        self.distant = f"{host}:{port}"
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        conn, _ = self.listener.accept()
+        with conn:
+            head = b""
+            while b"\r\n\r\n" not in head:
+                head += conn.recv(1024)
+            conn.sendall(
+                b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                b"Connection: Upgrade\r\n\r\n" + head.split(b"\r\n\r\n", 1)[1]
+            )
+            while data := conn.recv(1024):
+                conn.sendall(data)
+
+    def close(self) -> None:
+        self.listener.close()
+        self.thread.join(5)
+
+
+def test_an_upgrade_falls_back_to_plain_relay_with_the_reason():
     """After an Upgrade request the connection is relayed as bytes, the reason recorded."""
-    with Proxy(greeter.distant, protocol="http") as proxy:
-        with socket.create_connection(proxy.address, timeout=5) as sock:
+    backend = UpgradingBackend()
+    try:
+        with (
+            Proxy(backend.distant, protocol="http") as proxy,
+            socket.create_connection(proxy.address, timeout=5) as sock,
+        ):
             sock.sendall(
                 b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n"
             )
             sock.sendall(b"\x81\x05hello")
             sock.shutdown(socket.SHUT_WR)
             data = read_until_eof(sock)
-        wait_until(lambda: not proxy.connections[0].open)
-        [record] = proxy.connections
-        [exchange] = proxy.exchanges
-    # the echoing backend sends its greeting, then the bytes back, untouched
-    assert data.endswith(b"\x81\x05hello")
+            wait_until(lambda: not proxy.connections[0].open)
+            [record] = proxy.connections
+            [exchange] = proxy.exchanges
+    finally:
+        backend.close()
+    assert data.startswith(b"HTTP/1.1 101 Switching Protocols\r\n")
+    assert data.endswith(b"\r\n\r\n\x81\x05hello")
     assert record.plain == "client side: HTTP Upgrade"
-    assert exchange.request == "GET /ws"
+    assert (exchange.request, exchange.reply) == ("GET /ws", "101")
 
 
 def test_garbage_is_relayed_untouched(echo_server):
