@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from pytest_vaurien.errors import ConfigError, HandlerError, ProxyError, VaurienError
+from pytest_vaurien.rules import Rule
 
 if TYPE_CHECKING:
     from pytest_vaurien.engine.proxy import Proxy
@@ -21,6 +22,7 @@ __all__ = [
     "HandlerError",
     "Proxy",
     "ProxyError",
+    "Rule",
     "VaurienError",
     "__version__",
     "hookimpl",

@@ -88,6 +88,19 @@ def build_parser(registry: Registry) -> argparse.ArgumentParser:
         "--behavior", metavar="SPEC", help="which faults connections get, e.g. 20:delay,10:error"
     )
     parser.add_argument(
+        "--protocol",
+        metavar="NAME",
+        help="what to frame: tcp (faults per connection, the default) or http (per request)",
+    )
+    parser.add_argument(
+        "--rule",
+        metavar="RULE",
+        action="append",
+        default=[],
+        help="a rule, e.g. 'error; status=503; match=POST /payments/*; schedule=first:2' "
+        "(repeatable; replaces the config file's rules)",
+    )
+    parser.add_argument(
         "--config", metavar="FILE", help="a vaurien ini file; SIGHUP reads it again"
     )
     parser.add_argument("--seed", metavar="N", type=int, help="seed every random choice")
@@ -252,6 +265,10 @@ def _main(argv: list[str]) -> int:
         seed=args.seed,
         distant_source="--distant",
         behavior_source="--behavior",
+        protocol=args.protocol,
+        protocol_source="--protocol",
+        rules=args.rule,
+        rules_source="--rule",
     )
     settings = resolve([config.layer, command_line] if config else [command_line])
     if settings.distant is None:
@@ -368,6 +385,8 @@ class Reloader:
                 settings.behavior.spec or str(settings.behavior),
                 **self._option_keywords(settings),
             )
+            if _rule_texts(settings) != _rule_texts(self.settings):
+                self.proxy.set_rules(list(settings.rules))
         except VaurienError as error:
             log.error("reload failed, the configuration in force stays: %s", error)
             return False
@@ -422,6 +441,7 @@ class Reloader:
         fixed = {
             "distant": (self.settings.distant, settings.distant),
             "seed": (self.settings.seed, settings.seed),
+            "protocol": (self.settings.protocol, settings.protocol),
             "local": (None, None) if self.local_fixed else (self.config.local, config.local),
         }
         for key, (old, new) in fixed.items():
@@ -441,7 +461,14 @@ def _changes(old: Settings, new: Settings) -> list[str]:
         changes.append(f"behavior {echo(before)} -> {echo(after)}")
     for name, option, before, after in _option_diff(old.options, new.options):
         changes.append(f"{name}.{option} {before} -> {after}")
+    if _rule_texts(old) != _rule_texts(new):
+        changes.append(f"rules {_rule_texts(old) or 'none'} -> {_rule_texts(new) or 'none'}")
     return changes
+
+
+def _rule_texts(settings: Settings) -> str:
+    """The rules in their string forms, one after the other, for comparing and logging."""
+    return " | ".join(f"{rule.given_name or rule.fault}: {rule}" for rule in settings.rules)
 
 
 def _option_diff(

@@ -1,14 +1,21 @@
-"""The vaurien ini file: ``[vaurien]`` and ``[handler:NAME]`` sections.
+"""The vaurien ini file: ``[vaurien]``, ``[handler:NAME]`` and ``[rule:NAME]`` sections.
 
 ```ini
 [vaurien]
 local = localhost:8000
 distant = example.org:80
 behavior = 20:foobar
+protocol = http
 
 [handler:foobar]
 callable = path.to.the.callable
 sleep = 2
+
+[rule:pay]
+fault = error
+match = POST /payments/*
+schedule = first:2
+status = 503
 ```
 
 Read by the ``vaurien`` command (``--config``) and by the pytest plugin
@@ -28,13 +35,15 @@ from pathlib import Path
 from pytest_vaurien.echo import cut, echo
 from pytest_vaurien.errors import ConfigError, VaurienError
 from pytest_vaurien.registry import Registry
+from pytest_vaurien.rules import Rule
 from pytest_vaurien.settings import Layer
 
 __all__ = ["ConfigFile", "read_config_file"]
 
 MAIN_SECTION = "vaurien"
 HANDLER_PREFIX = "handler:"
-MAIN_KEYS = ("behavior", "distant", "local", "seed")
+RULE_PREFIX = "rule:"
+MAIN_KEYS = ("behavior", "distant", "local", "protocol", "seed")
 _ENV_VAR = re.compile(r"\$\{([^}]*)\}")
 
 
@@ -101,6 +110,7 @@ def read_config_file(path: str | Path) -> ConfigFile:
     main: dict[str, str] = {}
     options: dict[tuple[str, str], str] = {}
     aliases: dict[str, str] = {}
+    rules: list[Rule] = []
     for section in parser.sections():
         where = f"config file {str(path)!r}, section [{cut(section)}]"
         values = {
@@ -130,10 +140,12 @@ def read_config_file(path: str | Path) -> ConfigFile:
                 aliases[name] = target
             for option, value in values.items():
                 options[(name, option)] = value
+        elif section.startswith(RULE_PREFIX):
+            rules.append(_rule(section[len(RULE_PREFIX) :].strip(), values, where))
         else:
             raise ConfigError(
                 f"config file {str(path)!r}: unknown section [{cut(section)}]; "
-                f"expected [{MAIN_SECTION}] or [{HANDLER_PREFIX}NAME]"
+                f"expected [{MAIN_SECTION}], [{HANDLER_PREFIX}NAME] or [{RULE_PREFIX}NAME]"
             )
     seed = None
     if "seed" in main:
@@ -153,8 +165,32 @@ def read_config_file(path: str | Path) -> ConfigFile:
         seed=seed,
         distant_source=f"{source}, distant",
         behavior_source=f"{source}, behavior",
+        protocol=main.get("protocol"),
+        protocol_source=f"{source}, protocol",
+        rules=rules,
+        rules_source=source,
     )
     return ConfigFile(path, layer, main.get("local"), aliases)
+
+
+def _rule(name: str, values: dict[str, str], where: str) -> Rule:
+    """``[rule:NAME]``: ``fault``, the rule's keys, and the fault's options."""
+    if not name:
+        raise ConfigError(f"{where}: expected [{RULE_PREFIX}NAME] with a name")
+    fault = values.pop("fault", None)
+    if fault is None:
+        raise ConfigError(f"{where}: no fault; expected e.g. fault = error")
+    if "name" in values:
+        raise ConfigError(f"{where}: name = ... is the section's: [{RULE_PREFIX}{name}]")
+    keywords = {key: value.strip() for key, value in values.items()}
+    try:
+        return Rule(fault.strip(), name=name, **keywords)
+    except ConfigError as error:
+        message = str(error)
+        head, sep, rest = message.partition(": ")
+        raise ConfigError(
+            f"{where}: {rest if sep and head.startswith('Rule(') else message}"
+        ) from None
 
 
 def _substitute(value: str, where: str) -> str:

@@ -238,6 +238,15 @@ def _instantiate(
         ) from error
 
 
+def check_replies(wire: WireProtocol, handlers: Sequence[BaseHandler], where: str) -> None:
+    """Check, at configuration time, the error replies ``handlers`` would make,
+    so a bad header line is said now, not when the fault first fires."""
+    for handler in handlers:
+        reply = getattr(handler, "reply_options", None)
+        if reply is not None:
+            wire.check_error_options(reply(), where)
+
+
 def _bind_rules(
     rules: Sequence[Rule],
     converted: Mapping[str, ConvertedOptions],
@@ -300,10 +309,7 @@ def _bind_rules(
             else:
                 handlers.append(_instantiate(cls, settings, proxy, here))
         if wire is not None:
-            for made in handlers:
-                check = getattr(made, "check_for_protocol", None)
-                if check is not None:
-                    check(protocol, here)
+            check_replies(wire, handlers, here)
         bound.append(BoundRule(rule, position, matcher, rule.chain, tuple(handlers)))
     return bound
 
@@ -346,6 +352,8 @@ def build_plan(
         else:
             instances[name] = _instantiate(handler_class, settings, proxy, behavior_source)
     wire = wire_protocol(check_protocol(protocol, "protocol"))
+    if wire is not None:
+        check_replies(wire, list(instances.values()), behavior_source)
     if skip_unknown:
         rules = [
             rule

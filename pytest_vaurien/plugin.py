@@ -25,6 +25,7 @@ from pytest_vaurien.errors import ConfigError, HandlerError, ProxyError, Vaurien
 from pytest_vaurien.plan import check_settings
 from pytest_vaurien.records import Stats, render_fault_report
 from pytest_vaurien.registry import Registry, make_plugin_manager, registry_from_plugins
+from pytest_vaurien.rules import Rule
 from pytest_vaurien.settings import (
     Layer,
     Settings,
@@ -60,10 +61,19 @@ DISTANT_HELP = "Backend the proxy relays to, as HOST:PORT or [IPV6]:PORT"
 BEHAVIOR_HELP = "Which faults connections get, e.g. '20:delay,10:error' (the rest: dummy)"
 HANDLERS_HELP = "Handler options, one NAME.OPTION = VALUE a line (e.g. delay.sleep = 2)"
 MARKER_DOC = (
-    "vaurien(behavior=None, *, distant=None, allow_refused=False, **NAME__OPTION): run the "
-    "vaurien_proxy fixture of this test with this behavior (e.g. '20:delay,10:error'), "
-    "backend HOST:PORT and handler options (e.g. delay__sleep=2); allow_refused=True lets the "
+    "vaurien(behavior=None, *, distant=None, protocol=None, rules=None, allow_refused=False, "
+    "**NAME__OPTION): run the vaurien_proxy fixture of this test with this behavior (e.g. "
+    "'20:delay,10:error'), backend HOST:PORT, protocol ('tcp', 'http': faults per request), "
+    "rules (pytest_vaurien.Rule objects or strings such as 'error; status=503; "
+    "schedule=first:2') and handler options (e.g. delay__sleep=2); allow_refused=True lets the "
     "test pass when the backend refused every connection."
+)
+PROTOCOL_HELP = (
+    "What the proxy frames: tcp (faults per connection, the default) or http (per request)"
+)
+RULE_HELP = (
+    "A rule: the fault, then '; key=value' pairs, e.g. "
+    "'error; status=503; match=POST /payments/*; schedule=first:2'"
 )
 REFUSED_EVERY_CONNECTION = "backend {distant} refused every connection ({count}); is it running?"
 NO_DISTANT = (
@@ -115,7 +125,20 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         metavar="N",
         help="Seed every random choice of the proxies, to replay a run",
     )
+    group.addoption(
+        "--vaurien-protocol", dest="vaurien_protocol", metavar="NAME", help=PROTOCOL_HELP
+    )
+    group.addoption(
+        "--vaurien-rule",
+        dest="vaurien_rule",
+        action="append",
+        default=[],
+        metavar="RULE",
+        help=RULE_HELP + " (repeatable; replaces the ini file's rules)",
+    )
     parser.addini("vaurien_distant", DISTANT_HELP)
+    parser.addini("vaurien_protocol", PROTOCOL_HELP)
+    parser.addini("vaurien_rules", "Rules, one a line: " + RULE_HELP, type="linelist")
     parser.addini("vaurien_behavior", BEHAVIOR_HELP)
     parser.addini("vaurien_handlers", HANDLERS_HELP, type="linelist")
     parser.addini(
@@ -144,6 +167,10 @@ def pytest_configure(config: pytest.Config) -> None:
             ),
             distant_source=f"vaurien_distant ({ini_name})",
             behavior_source=f"vaurien_behavior ({ini_name})",
+            protocol=config.getini("vaurien_protocol") or None,
+            protocol_source=f"vaurien_protocol ({ini_name})",
+            rules=_rule_lines(config.getini("vaurien_rules")),
+            rules_source=f"vaurien_rules ({ini_name})",
         )
         cli = Layer(
             source="--vaurien-handler",
@@ -155,6 +182,10 @@ def pytest_configure(config: pytest.Config) -> None:
             ),
             distant_source="--vaurien-distant",
             behavior_source="--vaurien-behavior",
+            protocol=config.getoption("vaurien_protocol"),
+            protocol_source="--vaurien-protocol",
+            rules=config.getoption("vaurien_rule"),
+            rules_source="--vaurien-rule",
         )
         base = registry_from_plugins(make_plugin_manager())
         layers = [ini, cli]
@@ -171,6 +202,11 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[_SESSION_STATS] = Stats()
     if config.pluginmanager.hasplugin("xdist"):
         config.pluginmanager.register(_XdistHooks(), "vaurien-xdist")
+
+
+def _rule_lines(lines: list[str]) -> list[str]:
+    """The ini file's rule lines, blank ones and ``#`` comments left out."""
+    return [line.strip() for line in lines if line.strip() and not line.strip().startswith("#")]
 
 
 def _read_config_file(config: pytest.Config) -> ConfigFile | None:
@@ -306,6 +342,8 @@ def pytest_runtest_makereport(
             stats = sum((proxy.stats for proxy in proxies), Stats())
             item.user_properties.append(("vaurien_connections", stats.connections))
             item.user_properties.append(("vaurien_faults", sum(stats.faults.values())))
+            if stats.exchanges:
+                item.user_properties.append(("vaurien_exchanges", stats.exchanges))
         if report.failed:
             text = fault_report(item, proxies)
             report.sections.append((f"Captured vaurien {report.when}", text))
@@ -413,13 +451,15 @@ def _marker_layer(item: pytest.Item, marker: pytest.Mark) -> Layer:
         kwargs["behavior"] = marker.args[0]
     distant = kwargs.pop("distant", None)
     behavior = kwargs.pop("behavior", None)
+    protocol = kwargs.pop("protocol", None)
+    rules = kwargs.pop("rules", None)
     if "allow_refused" in kwargs:
         _check_allow_refused(kwargs.pop("allow_refused"), where)
     if behavior is not None and not isinstance(behavior, str):
         raise VaurienError(
             f"{where}: behavior={behavior!r} is not a string; expected e.g. '20:delay,10:error'"
         )
-    return Layer.from_keywords(where, distant, behavior, kwargs)
+    return Layer.from_keywords(where, distant, behavior, kwargs, protocol=protocol, rules=rules)
 
 
 def _layers(item: pytest.Item) -> list[Layer]:
@@ -482,13 +522,17 @@ def vaurien_proxy_factory(request: pytest.FixtureRequest) -> Iterator[ProxyFacto
         behavior: str | None = None,
         *,
         allow_refused: bool | None = None,
+        protocol: str | None = None,
+        rules: list[Rule | str] | None = None,
         **options: Any,
     ) -> Proxy:
         where = "vaurien_proxy_factory()"
         allowed = (
             marker_allows if allow_refused is None else _check_allow_refused(allow_refused, where)
         )
-        call = Layer.from_keywords(where, distant, behavior, options)
+        call = Layer.from_keywords(
+            where, distant, behavior, options, protocol=protocol, rules=rules
+        )
         proxy = _start(item, registry, resolve([*base_layers, call]))
         proxies.append((proxy, allowed))
         return proxy

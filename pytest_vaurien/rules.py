@@ -96,7 +96,7 @@ class Rule:
                 "protocol's short form or a dict"
             )
         self.match = dict(match) if isinstance(match, Mapping) else match
-        self.schedule: Schedule = parse_schedule(schedule, f"{where}: schedule")
+        self.schedule: Schedule = parse_schedule(schedule, where)
         self.percent = _percent(percent, where)
         if per not in PER:
             raise ConfigError(f"{where}: per={per!r} is not valid; expected 'rule' or 'connection'")
@@ -244,7 +244,7 @@ def coerce_rules(items: object, where: str) -> list[Rule]:
         if isinstance(item, Rule):
             rules.append(item)
         elif isinstance(item, str):
-            rules.append(parse_rule(item, f"{where}[{position}]"))
+            rules.append(parse_rule(item, f"{where} {_short(repr(item))}"))
         else:
             raise ConfigError(
                 f"{where}[{position}]: {item!r} is not a rule; expected a pytest_vaurien.Rule "

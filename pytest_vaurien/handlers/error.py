@@ -88,8 +88,11 @@ class Error(BaseHandler):
         self.connections_given += 1
         if not self.is_faulty(self.connections_given):
             return ExchangeFault()
-        answer = {option: self.option(option) for option in REPLY_OPTIONS}
-        return ExchangeFault(answer=answer, after=self.option("after"))
+        return ExchangeFault(answer=self.reply_options(), after=self.option("after"))
+
+    def reply_options(self) -> dict[str, Any]:
+        """What shapes the protocol's error reply (checked when the plan is built)."""
+        return {option: self.option(option) for option in REPLY_OPTIONS}
 
     def garbage(self) -> bytes:
         """Random bytes from the proxy's seeded random source."""

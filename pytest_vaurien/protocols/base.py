@@ -135,6 +135,13 @@ class WireProtocol(Protocol):
         """
         ...
 
+    def check_error_options(self, options: Mapping[str, Any], where: str) -> None:
+        """Check the ``error`` fault's options for this protocol, before any fires.
+
+        :raises ConfigError: naming ``where`` and the bad option.
+        """
+        ...
+
     def error_reply(self, options: Mapping[str, Any], request: MessageInfo) -> tuple[bytes, str]:
         """The protocol's own error answering ``request`` and its summary
         (``b"HTTP/1.1 503 ..."``, ``"503"``), from the ``error`` handler's options."""

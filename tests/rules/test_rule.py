@@ -73,5 +73,5 @@ def test_coerce_rules_takes_objects_and_strings_and_names_positions():
     assert [rule.fault for rule in rules] == ["hang", "error"]
     with pytest.raises(ConfigError, match=r"^marker: rules\[1\]: 5 is not a rule"):
         coerce_rules([Rule("hang"), 5], "marker: rules")
-    with pytest.raises(ConfigError, match=r"^marker: rules\[0\]: percent='x'"):
+    with pytest.raises(ConfigError, match=r"^marker: rules 'error; percent=x': percent='x'"):
         coerce_rules(["error; percent=x"], "marker: rules")
