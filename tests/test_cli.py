@@ -310,10 +310,10 @@ def test_config_file_errors(tmp_path):
     (tmp_path / "section.ini").write_text("[proxy]\nx = 1\n")
     expected = {
         "bad.ini": "section [vaurien]: unknown key 'speed'; expected one of behavior, distant, "
-        "local, seed",
+        "local, protocol, seed",
         "env.ini": "section [vaurien], distant: environment variable ${NOT_SET_ANYWHERE} is "
         "not set",
-        "section.ini": "unknown section [proxy]; expected [vaurien] or [handler:NAME]",
+        "section.ini": "unknown section [proxy]; expected [vaurien], [handler:NAME] or [rule:NAME]",
     }
     for name, message in expected.items():
         result = run_to_end(tmp_path, "--config", name)
