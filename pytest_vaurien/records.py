@@ -68,6 +68,9 @@ class ConnectionRecord:
     duration: float | None = None
     ending: Ending | None = None
     error: str | None = None
+    #: False when the chain spared the connection (``transient`` past its
+    #: ``agitate``): relayed, not counted as a fault.
+    injected: bool = True
     #: Under a protocol: why the connection fell back to plain relay, if it did
     #: (``"client side: HTTP Upgrade"``).
     plain: str | None = None
@@ -147,6 +150,9 @@ class Stats:
     #: Exchanges, under a protocol, and those a fault was injected into, per chain.
     exchanges: int = 0
     exchange_faults: dict[str, int] = field(default_factory=dict)
+    #: Connections per chain that the chain relayed untouched (``transient``
+    #: past its ``agitate``): drawn, but not faults.
+    spared: dict[str, int] = field(default_factory=dict)
 
     @property
     def faults(self) -> dict[str, int]:
@@ -161,7 +167,9 @@ class Stats:
                 if name not in (TRANSPARENT, NO_HANDLER) and name not in PROTOCOLS
             }
         )
+        counts.subtract(self.spared)
         counts.update(self.exchange_faults)
+        counts = +counts  # drop what the spared connections brought to zero
         return dict(sorted(counts.items()))
 
     @property
@@ -180,6 +188,9 @@ class Stats:
             bytes_to_client=sum(r.bytes_to_client for r in records),
             exchanges=len(exchanges),
             exchange_faults=dict(sorted(Counter(e.fault for e in exchanges if e.injected).items())),
+            spared=dict(
+                sorted(Counter(r.handler for r in records if r.handler and not r.injected).items())
+            ),
         )
 
     def __add__(self, other: Stats) -> Stats:
@@ -194,6 +205,7 @@ class Stats:
             self.bytes_to_client + other.bytes_to_client,
             self.exchanges + other.exchanges,
             merged(self.exchange_faults, other.exchange_faults),
+            merged(self.spared, other.spared),
         )
 
 

@@ -191,6 +191,7 @@ class Connection:
             self._decision = decision
             for handler in decision.handlers:
                 handler.on_connection(self)
+            self.record.injected = not all(h.spares(self) for h in decision.handlers)
             self._chain = Chain(decision.handlers, self.client, self.backend)
             self.record.handler = decision.chain
             self.record.handlers.append(decision.chain)

@@ -242,6 +242,14 @@ class BaseHandler:
         in ``connection.state_for(self)``; the default does nothing.
         """
 
+    def spares(self, connection: ConnectionView) -> bool:
+        """Whether this handler leaves ``connection`` untouched after all.
+
+        ``transient`` past its ``agitate`` relays connections: they are not
+        counted as faults. Called after ``on_connection``; False by default.
+        """
+        return False
+
     def exchange_fault(self) -> ExchangeFault | None:
         """What this fault does to the next exchange, under a protocol.
 

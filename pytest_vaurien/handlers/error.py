@@ -79,6 +79,10 @@ class Error(BaseHandler):
         self.connections_given += 1
         connection.state_for(self)["faulty"] = self.is_faulty(self.connections_given)
 
+    def spares(self, connection: ConnectionView) -> bool:
+        """A connection the schedule spares is relayed, not faulted."""
+        return not connection.state_for(self).get("faulty", True)
+
     def is_faulty(self, number: int) -> bool:
         """Whether the unit this handler got as ``number`` (from 1) errs."""
         return self.schedule.holds(number, 0.0, 0)
