@@ -86,7 +86,7 @@ def test_the_sdist_and_wheel_ship_every_module_py_typed_and_the_license(dist: Pa
     assert "Copyright (c) 2026 the pytest-vaurien authors" in license_text
     assert metadata["License-Expression"] == "MIT"
     assert metadata.get_all("License-File") == ["LICENSE"]
-    assert metadata.get_all("Provides-Extra") == ["test"]
+    assert metadata.get_all("Provides-Extra") == ["examples", "test"]
     assert re.search(r"^\[pytest11\]\nvaurien = pytest_vaurien\.plugin$", entry_points, re.M)
     assert re.search(
         r"^\[console_scripts\]\nvaurien = pytest_vaurien\.cli:main$", entry_points, re.M

@@ -123,6 +123,7 @@ class Connection:
         self.client = Endpoint(client_sock, self, record, is_client=True)
         self.backend = Endpoint(backend_sock, self, record, is_client=False)
         self._plan: Plan | None = None
+        self._reset_client = False
         self._decision: Decision | None = None
         self._chain: Chain | None = None
         self._finished: dict[bool, str] = {}
@@ -171,8 +172,13 @@ class Connection:
         self._done.set()
 
     def reset_client(self, reason: str) -> None:
-        """Reset the client's connection (an RST: the client sees ECONNRESET)."""
-        self.client.reset()
+        """Reset the client's connection (an RST: the client sees ECONNRESET).
+
+        The reset happens as the connection closes, once its pumps are gone:
+        gevent defers closing a descriptor that another pump still waits on
+        until the loop next wakes, which on an idle proxy may be never.
+        """
+        self._reset_client = True
         self.close(Ending.HANDLER_RESET, reason)
 
     def chain(self) -> Chain:
@@ -397,7 +403,11 @@ class Connection:
         see ECONNRESET, not a clean EOF that looks like a complete reply.
         """
         client, backend = self.client, self.backend
+        if self._reset_client:
+            client.reset()
         for endpoint, other in ((client, backend), (backend, client)):
+            if endpoint is client and self._reset_client:
+                continue
             if other.was_reset and not endpoint.was_reset:
                 endpoint.reset()
             else:

@@ -28,12 +28,6 @@ def test_reset_peer_resets_the_client_after_the_timeout(backend):
     assert backend.total_received() == 0
 
 
-@pytest.mark.xfail(
-    reason="engine bug: a reset decided on the backend's side leaves the client's socket "
-    "open (recorded as 'handler reset', yet the client waits) while the client's side "
-    "waits for data",
-    raises=TimeoutError,
-)
 def test_reset_peer_acts_on_the_backends_first_words_too(greeter):
     """The first data either way (design: "always resets the client"): a greeting
     is dropped and the client reset."""
