@@ -38,3 +38,13 @@ def test_readme_starts_with_a_two_line_quickstart():
     assert len(commands) == 2
     assert "pytest examples" in commands[0]
     assert commands[1].endswith("python -m pytest")
+
+
+def test_the_http_recipes_are_the_examples_ci_runs():
+    """Each recipe of docs/http.md is, word for word, a test of examples/test_http_recipes.py."""
+    page = (ROOT / "docs" / "http.md").read_text().split("## Recipes", 1)[1]
+    recipes = [block.split("```", 1)[0] for block in page.split("```python\n")[1:]]
+    examples = (ROOT / "examples" / "test_http_recipes.py").read_text()
+    assert len(recipes) == 5
+    for recipe in recipes:
+        assert recipe in examples, recipe
