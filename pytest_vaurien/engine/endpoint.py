@@ -34,7 +34,16 @@ class Endpoint:
     count the bytes that reached this side in the connection's record.
     """
 
-    __slots__ = ("connection", "eof", "is_client", "pending", "record", "sock", "was_reset")
+    __slots__ = (
+        "_raw_send",
+        "connection",
+        "eof",
+        "is_client",
+        "pending",
+        "record",
+        "sock",
+        "was_reset",
+    )
 
     def __init__(
         self,
@@ -51,6 +60,11 @@ class Endpoint:
         #: The peer of this side reset its connection (ECONNRESET): the relay
         #: resets the other side too, so a crash is not passed on as a clean EOF.
         self.was_reset = False
+        raw = getattr(sock, "_sock", None)
+        #: The non-blocking OS socket's ``send``: gevent's ``sendall`` asks the
+        #: kernel for the send buffer's size on every call, one system call a
+        #: chunk more than a message needs.
+        self._raw_send = raw.send if raw is not None else None
         #: Bytes read but not yet handled (the fast path read them just as the
         #: plan changed); the next ``recv`` returns them first.
         self.pending = b""
@@ -70,7 +84,14 @@ class Endpoint:
 
     def sendall(self, data: Bytes, *flags: int) -> None:
         try:
-            self.sock.sendall(data, *flags)
+            sent = 0
+            if self._raw_send is not None and not flags:
+                try:
+                    sent = self._raw_send(data)  # most often all of it, at once
+                except BlockingIOError:
+                    sent = 0
+            if sent < len(data):  # the rest waits for room, as gevent does
+                self.sock.sendall(memoryview(data)[sent:], *flags)
         except ConnectionResetError:
             self.was_reset = True
             raise

@@ -123,6 +123,29 @@ class Exchange:
             record.duration = time.monotonic() - self.started
 
 
+class _Outbox:
+    """Bytes bound for one side, sent in one call once a chunk's events are
+    handled: a reply's head and body leave together, as they came, instead
+    of as two segments the client wakes up for twice."""
+
+    __slots__ = ("endpoint", "parts")
+
+    def __init__(self, endpoint: Endpoint) -> None:
+        self.endpoint = endpoint
+        self.parts: list[bytes] = []
+
+    def add(self, data: bytes) -> None:
+        if data:
+            self.parts.append(data)
+
+    def flush(self) -> None:
+        parts = self.parts
+        if parts:
+            data = parts[0] if len(parts) == 1 else b"".join(parts)
+            parts.clear()
+            self.endpoint.sendall(data)
+
+
 class ExchangeRelay:
     """Both directions of one connection, cut into exchanges by ``wire``."""
 
@@ -139,6 +162,8 @@ class ExchangeRelay:
         self.outgoing: Exchange | None = None
         self.per_connection: dict[int, int] = {}
         self._never = gevent.event.Event()
+        self.to_backend = _Outbox(pumps.backend)
+        self.to_client = _Outbox(pumps.client)
 
     # -- the pumps ---------------------------------------------------------
 
@@ -157,18 +182,27 @@ class ExchangeRelay:
         feed: Callable[[bytes], list[Event]],
         act: Callable[[Event], bool],
     ) -> None:
+        outbox = self.to_backend if to_backend else self.to_client
         CONNECTION_RANDOM.set((self.pumps, "up" if to_backend else "down"))
         size = self.host.read_size
         outcome = "error"
+        hub = gevent.get_hub()
+        watcher = hub.loop.io(source.fileno(), 1)
         try:
             while True:
                 if not to_backend:
                     self._flush_answers()
+                if not source.pending:
+                    # wait until readable, then read: a read tried first would
+                    # mostly fail (a request waits for its reply) and cost a call
+                    hub.wait(watcher)
                 data = source.recv(size)
                 for event in feed(data):
                     if not act(event):
+                        outbox.flush()  # what came before the fault still goes
                         outcome = "close"
                         return
+                outbox.flush()
                 if not data:
                     outcome = "eof"
                     return
@@ -179,6 +213,7 @@ class ExchangeRelay:
             outcome = "reset" if isinstance(error, OSError) else "error"
             self.pumps.record_failure(error, to_backend)
         finally:
+            watcher.close()
             self.pumps.finish(to_backend, outcome)
 
     # -- requests ----------------------------------------------------------
@@ -204,11 +239,13 @@ class ExchangeRelay:
 
     def _on_request(self, event: Event) -> bool:
         backend = self.pumps.backend
+        out = self.to_backend
         if isinstance(event, Head):
             exchange = self.incoming = self._begin(event.info)
             fault = exchange.fault
             if fault is None:  # the handlers act on the bytes themselves
                 self._expect(exchange)
+                out.flush()
                 return run_over(
                     exchange.decision.handlers, event.data, self.pumps.client, backend, True
                 )
@@ -227,11 +264,12 @@ class ExchangeRelay:
                 self.pending.append(exchange)
                 return True
             if fault.delay_request:
+                out.flush()
                 gevent.sleep(fault.delay_request)
             if fault.answer is not None:
                 self._prepare_answer(exchange)
             self._expect(exchange)
-            backend.sendall(event.data)
+            out.add(event.data)
             return True
         if isinstance(event, (Part, End)):
             current = self.incoming
@@ -240,19 +278,18 @@ class ExchangeRelay:
             if current is None or not current.forwarded:
                 return True  # a request the backend never sees: its body is dropped
             if current.fault is None:
+                out.flush()
                 keep = not event.data or run_over(
                     current.decision.handlers, event.data, self.pumps.client, backend, True
                 )
                 if isinstance(event, End):
                     _drain(current.decision.handlers, self.pumps)
                 return keep
-            if event.data:
-                backend.sendall(event.data)
+            out.add(event.data)
             return True
         if isinstance(event, Switched):
             self._plain(f"client side: {event.reason}")
-        if event.data:
-            backend.sendall(event.data)
+        out.add(event.data)
         return True
 
     def _expect(self, exchange: Exchange) -> None:
@@ -275,10 +312,9 @@ class ExchangeRelay:
             self._answer(exchange)
 
     def _answer(self, exchange: Exchange) -> None:
-        self.pumps.client.sendall(exchange.synthetic)
+        self.to_client.add(exchange.synthetic)
+        self.to_client.flush()
         exchange.done(exchange.synthetic_summary, "answered")
-
-    # -- replies -----------------------------------------------------------
 
     def _flush_answers(self) -> None:
         """Send the proxy's own answers now at the head of the line; a held
@@ -286,6 +322,7 @@ class ExchangeRelay:
         while self.pending and self.outgoing is None:
             head = self.pending[0]
             if head.held:
+                self.to_client.flush()
                 self._never.wait()  # as a hung server: nothing more comes back
             if head.forwarded:
                 return
@@ -294,20 +331,21 @@ class ExchangeRelay:
 
     def _on_reply(self, event: Event) -> bool:
         client = self.pumps.client
+        out = self.to_client
         if isinstance(event, Head):
             self._flush_answers()
             exchange = self.outgoing
             if exchange is None and self.pending:
                 exchange = self.outgoing = self.pending[0]
-            if exchange is None:  # unsolicited (a 408 before a close): relayed
-                client.sendall(event.data)
-                return True
-            if event.interim:  # a 100 Continue: the client may wait for it to send its body
-                client.sendall(event.data)
+            if exchange is None or event.interim:
+                # unsolicited (a 408 before a close), or a 100 Continue the
+                # client may be waiting for to send its body: relayed
+                out.add(event.data)
                 return True
             exchange.record.reply = event.info.summary
             fault = exchange.fault
             if fault is None:
+                out.flush()
                 return run_over(
                     exchange.decision.handlers, event.data, self.pumps.backend, client, False
                 )
@@ -315,32 +353,31 @@ class ExchangeRelay:
                 exchange.done("", "aborted")
                 return False
             if fault.delay_reply:
+                out.flush()
                 gevent.sleep(fault.delay_reply)
-            if fault.answer is not None:
-                return True  # the backend acted; its reply is replaced at its end
-            client.sendall(event.data)
+            if fault.answer is None:  # else the backend acted; its reply is replaced at its end
+                out.add(event.data)
             return True
         if isinstance(event, (Part, End)):
             exchange = self.outgoing
             if exchange is None:
-                if event.data:
-                    client.sendall(event.data)
+                out.add(event.data)
                 return True
             keep = True
             if exchange.fault is None:
                 if event.data:
+                    out.flush()
                     keep = run_over(
                         exchange.decision.handlers, event.data, self.pumps.backend, client, False
                     )
-            elif exchange.fault.answer is None and event.data:
-                client.sendall(event.data)
+            elif exchange.fault.answer is None:
+                out.add(event.data)
             if isinstance(event, End) and exchange.record.reply is not None:
                 self._finish_reply(exchange)
             return keep
         if isinstance(event, Switched):
             self._plain(f"backend side: {event.reason}")
-        if event.data:
-            client.sendall(event.data)
+        out.add(event.data)
         return True
 
     def _finish_reply(self, exchange: Exchange) -> None:
