@@ -19,6 +19,7 @@ import hashlib
 import random
 from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from pytest_vaurien.behavior import Behavior, parse_behavior
 from pytest_vaurien.errors import ConfigError, HandlerError, VaurienError
@@ -50,9 +51,11 @@ __all__ = [
 SourcedOptions = Mapping[str, Mapping[str, Sourced]]
 
 
-@dataclass(frozen=True)
-class Unit:
-    """One thing a fault is decided for (under ``tcp``: a connection)."""
+class Unit(NamedTuple):
+    """One thing a fault is decided for (under ``tcp``: a connection).
+
+    A named tuple: one is made per request under a protocol, on the hot path.
+    """
 
     #: The connection's index on its proxy, from 0.
     connection: int
@@ -127,6 +130,14 @@ class Plan:
         self.bound_rules = tuple(rules)
         self.seed = seed
         self.rules_source = rules_source
+        entries = behavior.entries
+        #: A behavior with nothing to draw (one chain for 100 %) decides the
+        #: same for every unit: made once (a decision per request adds up).
+        self._fixed: Decision | None = None
+        if not entries or (len(entries) == 1 and entries[0].percent >= 100.0):
+            names = entries[0].chain if entries else ("dummy",)
+            if all(name in self.instances for name in names):
+                self._fixed = Decision(names, tuple(self.instances[name] for name in names))
 
     @property
     def rules(self) -> list[Rule]:
@@ -183,6 +194,8 @@ class Plan:
     def draw(self, draw: Callable[[], random.Random]) -> Decision:
         """The behavior mix alone: a unit no rule fired for, drawn again
         after a live change of behavior."""
+        if self._fixed is not None:
+            return self._fixed
         names = self.behavior.choose(draw)
         return Decision(names, tuple(self.instances[name] for name in names))
 

@@ -100,7 +100,7 @@ class ConnectionRecord:
         )
 
 
-@dataclass
+@dataclass(slots=True)
 class ExchangeRecord:
     """One exchange (a request and the reply answering it), under a protocol.
 

@@ -124,6 +124,7 @@ class Connection:
         self.backend = Endpoint(backend_sock, self, record, is_client=False)
         self._plan: Plan | None = None
         self._reset_client = False
+        self._relay: ExchangeRelay | None = None
         self._decision: Decision | None = None
         self._chain: Chain | None = None
         self._finished: dict[bool, str] = {}
@@ -364,8 +365,8 @@ class Connection:
             wire = self.host.plan.wire
             if wire is not None:  # faults per exchange: the framers cut the streams
                 self.record.handler = wire.name
-                relay = ExchangeRelay(self.host, self, wire)
-                pumps = [gevent.spawn(relay.upstream), gevent.spawn(relay.downstream)]
+                relay = self._relay = ExchangeRelay(self.host, self, wire)
+                pumps = relay.start()  # grows when a direction hands over to a pump
                 self._done.wait()
                 return
             if self.chain().transparent and self._relay_both_untouched():
@@ -385,6 +386,8 @@ class Connection:
         except Exception as error:
             self.record.end(Ending.ERROR, _format_error(error))
         finally:
+            if self._relay is not None:
+                self._relay.stop()
             helpers = pumps + self._helpers
             for helper in helpers:
                 helper.kill(block=False)

@@ -97,6 +97,20 @@ class Endpoint:
             raise
         self._count(len(data))
 
+    def send_now(self, data: bytes) -> int:
+        """Send what the socket takes at once, without waiting (from a loop callback)."""
+        if self._raw_send is None:  # pragma: no cover - other gevent internals
+            return 0
+        try:
+            sent: int = self._raw_send(data)
+        except BlockingIOError:
+            return 0
+        except ConnectionResetError:
+            self.was_reset = True
+            raise
+        self._count(sent)
+        return sent
+
     def send(self, data: Bytes, *flags: int) -> int:
         try:
             sent: int = self.sock.send(data, *flags)

@@ -10,14 +10,21 @@ Replies go back in request order, so the exchanges waiting for a reply are a
 queue: a request answered by the proxy itself (``error``) waits there until
 the replies before it went out, and one that is never answered (``hang``)
 holds every reply behind it, as a server that hangs would.
+
+While every exchange of a direction is relayed untouched, that direction
+runs in the loop's own callbacks (as :mod:`fastpath` does for ``tcp``): read,
+frame, decide, write, with no greenlet switch. At the first event that needs
+to wait - a fault that delays, holds or answers, a destination that is full
+- the direction hands what is left to a pump greenlet for good.
 """
 
 from __future__ import annotations
 
+import random
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 import gevent
 import gevent.event
@@ -26,7 +33,7 @@ from gevent import GreenletExit
 from pytest_vaurien.engine.chain import run_over
 from pytest_vaurien.engine.endpoint import Endpoint
 from pytest_vaurien.handlers.base import CONNECTION_RANDOM, BaseHandler
-from pytest_vaurien.handlers.context import ConnectionView, ExchangeFault
+from pytest_vaurien.handlers.context import RELAY, ConnectionView, ExchangeFault
 from pytest_vaurien.handlers.streams import wait_delivered
 from pytest_vaurien.plan import Decision, Plan, Unit
 from pytest_vaurien.protocols.base import (
@@ -43,7 +50,7 @@ from pytest_vaurien.records import ConnectionRecord, ExchangeRecord
 __all__ = ["ExchangeHost", "ExchangeRelay", "Pumps"]
 
 #: The fault of a unit that relays it untouched.
-_RELAY = ExchangeFault()
+_RELAY = RELAY
 
 
 class ExchangeHost(Protocol):
@@ -145,6 +152,39 @@ class _Outbox:
             parts.clear()
             self.endpoint.sendall(data)
 
+    def flush_now(self) -> bool:
+        """Send without waiting (in a loop callback); False if some is left."""
+        parts = self.parts
+        if not parts:
+            return True
+        data = parts[0] if len(parts) == 1 else b"".join(parts)
+        parts.clear()
+        sent = self.endpoint.send_now(data)
+        if sent < len(data):
+            parts.append(data[sent:])
+            return False
+        return True
+
+    def take(self) -> bytes:
+        """What is left to send, handed to a pump."""
+        data = b"".join(self.parts)
+        self.parts.clear()
+        return data
+
+
+class _Begun:
+    """A request head whose fault was decided in a callback, handed to a pump."""
+
+    __slots__ = ("event", "exchange")
+
+    def __init__(self, exchange: Exchange, event: Head) -> None:
+        self.exchange = exchange
+        self.event = event
+
+
+class _Handover(Exception):
+    """A fast direction met something that waits: a pump takes over from here."""
+
 
 class ExchangeRelay:
     """Both directions of one connection, cut into exchanges by ``wire``."""
@@ -164,23 +204,171 @@ class ExchangeRelay:
         self._never = gevent.event.Event()
         self.to_backend = _Outbox(pumps.backend)
         self.to_client = _Outbox(pumps.client)
+        #: Pump greenlets (the connection kills them when it ends).
+        self.greenlets: list[gevent.Greenlet] = []
+        self._watchers: dict[bool, object] = {}
+
+    # -- fast: in the loop's callbacks -----------------------------------------
+
+    def start(self) -> list[gevent.Greenlet]:
+        """Relay both directions; returns the (growing) list of pump greenlets."""
+        loop = gevent.get_hub().loop
+        for to_backend in (True, False):
+            source = self.pumps.client if to_backend else self.pumps.backend
+            raw = getattr(source.sock, "_sock", None)
+            if raw is None or source.pending:  # pragma: no cover - other gevent internals
+                self._spawn_pump(to_backend, [], b"")
+                continue
+            watcher = loop.io(raw.fileno(), 1)
+            self._watchers[to_backend] = watcher
+            watcher.start(self._readable, to_backend, raw.recv)
+        return self.greenlets
+
+    def stop(self) -> None:
+        """Stop the callbacks (the connection ends)."""
+        for watcher in self._watchers.values():
+            watcher.stop()  # type: ignore[attr-defined]
+            watcher.close()  # type: ignore[attr-defined]
+        self._watchers.clear()
+
+    def _readable(self, to_backend: bool, recv: Callable[[int], bytes]) -> None:
+        outbox = self.to_backend if to_backend else self.to_client
+        events: list[Event] = []
+        index = 0
+        eof = False
+        try:
+            try:
+                data = recv(self.host.read_size)
+            except BlockingIOError:
+                return
+            except ConnectionResetError:
+                (self.pumps.client if to_backend else self.pumps.backend).was_reset = True
+                raise
+            eof = not data
+            if eof:
+                (self.pumps.client if to_backend else self.pumps.backend).eof = True
+            CONNECTION_RANDOM.set((self.pumps, "up" if to_backend else "down"))
+            events = (self.requests if to_backend else self.replies).feed(data)
+            fast = self._fast_request if to_backend else self._fast_reply
+            for index, event in enumerate(events):  # noqa: B007 - read after a handover
+                item = fast(event)
+                if item is not True:
+                    raise _Handover(item)
+            index = len(events)
+            if not outbox.flush_now():
+                raise _Handover(None)
+            if eof:
+                self._end_fast(to_backend)
+                self.pumps.finish(to_backend, "eof")
+        except _Handover as handover:
+            begun = handover.args[0]
+            rest: list[Event | _Begun] = []
+            if isinstance(begun, _Begun):
+                rest.append(begun)
+                index += 1
+            rest.extend(events[index:])
+            unsent = outbox.take()
+            self._end_fast(to_backend)
+            self._spawn_pump(to_backend, rest, unsent, eof)
+        except Exception as error:  # never leave an error in the hub
+            self._end_fast(to_backend)
+            self.pumps.record_failure(error, to_backend)
+            self.pumps.finish(to_backend, "reset" if isinstance(error, OSError) else "error")
+
+    def _end_fast(self, to_backend: bool) -> None:
+        watcher = self._watchers.pop(to_backend, None)
+        if watcher is not None:
+            watcher.stop()  # type: ignore[attr-defined]
+            watcher.close()  # type: ignore[attr-defined]
+
+    def _fast_request(self, event: Event) -> bool | _Begun | None:
+        """Relay ``event`` here if it needs no waiting: True; else what the pump gets."""
+        if isinstance(event, Head):
+            exchange = self.incoming = self._begin(event.info)
+            if exchange.fault is not _RELAY:
+                return _Begun(exchange, event)
+            self._expect(exchange)
+            self.to_backend.add(event.data)
+            return True
+        if isinstance(event, (Part, End)):
+            current = self.incoming
+            if isinstance(event, End):
+                self.incoming = None
+            if current is not None and current.forwarded:
+                self.to_backend.add(event.data)
+            return True
+        if isinstance(event, Switched):
+            self._plain(f"client side: {event.reason}")
+        self.to_backend.add(event.data)
+        return True
+
+    def _fast_reply(self, event: Event) -> bool | None:
+        if isinstance(event, Head):
+            if self.outgoing is None and self.pending:
+                head = self.pending[0]
+                if not head.forwarded or head.fault is not _RELAY:
+                    return None  # an answer or a hold to see to first
+                self.outgoing = head
+            exchange = self.outgoing
+            if exchange is not None and not event.interim:
+                if exchange.fault is not _RELAY:
+                    return None
+                exchange.record.reply = event.info.summary
+            self.to_client.add(event.data)
+            return True
+        if isinstance(event, (Part, End)):
+            self.to_client.add(event.data)
+            exchange = self.outgoing
+            if (
+                isinstance(event, End)
+                and exchange is not None
+                and exchange.record.reply is not None
+            ):
+                exchange.done(exchange.record.reply, "relayed")
+                if self.pending and self.pending[0] is exchange:
+                    self.pending.popleft()
+                self.outgoing = None
+                if self.pending and not self.pending[0].forwarded:
+                    return None  # the proxy's own answer is next: the pump sends it
+            return True
+        if isinstance(event, Switched):
+            self._plain(f"backend side: {event.reason}")
+        self.to_client.add(event.data)
+        return True
+
+    def _spawn_pump(
+        self, to_backend: bool, backlog: list[Event | _Begun], unsent: bytes, eof: bool = False
+    ) -> None:
+        pump = self.upstream if to_backend else self.downstream
+        self.greenlets.append(gevent.spawn(pump, backlog, unsent, eof))
 
     # -- the pumps ---------------------------------------------------------
 
-    def upstream(self) -> None:
+    def upstream(
+        self, backlog: list[Event | _Begun] | None = None, unsent: bytes = b"", eof: bool = False
+    ) -> None:
         """Client to backend: frame requests, decide each, forward or answer."""
-        self._pump(True, self.pumps.client, self.requests.feed, self._on_request)
+        self._pump(
+            True, self.pumps.client, self.requests.feed, self._on_request, backlog, unsent, eof
+        )
 
-    def downstream(self) -> None:
+    def downstream(
+        self, backlog: list[Event | _Begun] | None = None, unsent: bytes = b"", eof: bool = False
+    ) -> None:
         """Backend to client: frame replies, pair each with its request."""
-        self._pump(False, self.pumps.backend, self.replies.feed, self._on_reply)
+        self._pump(
+            False, self.pumps.backend, self.replies.feed, self._on_reply, backlog, unsent, eof
+        )
 
     def _pump(
         self,
         to_backend: bool,
         source: Endpoint,
         feed: Callable[[bytes], list[Event]],
-        act: Callable[[Event], bool],
+        act: Callable[[Any], bool],
+        backlog: list[Event | _Begun] | None = None,
+        unsent: bytes = b"",
+        eof: bool = False,
     ) -> None:
         outbox = self.to_backend if to_backend else self.to_client
         CONNECTION_RANDOM.set((self.pumps, "up" if to_backend else "down"))
@@ -189,6 +377,17 @@ class ExchangeRelay:
         hub = gevent.get_hub()
         watcher = hub.loop.io(source.fileno(), 1)
         try:
+            if unsent:  # what the fast path could not send at once
+                outbox.endpoint.sendall(unsent)
+            for item in backlog or ():
+                if not act(item):
+                    outbox.flush()
+                    outcome = "close"
+                    return
+            outbox.flush()
+            if eof:
+                outcome = "eof"
+                return
             while True:
                 if not to_backend:
                     self._flush_answers()
@@ -222,8 +421,11 @@ class ExchangeRelay:
         host = self.host
         plan = host.plan
         ordinal = host.next_ordinal()
-        unit = Unit(self.pumps.record.index, ordinal, time.monotonic() - host.started, request=info)
-        decision = plan.decide(unit, lambda: self.pumps.random("draw"), self.per_connection)
+        if plan.bound_rules:
+            unit = Unit(self.pumps.record.index, ordinal, time.monotonic() - host.started, info)
+            decision = plan.decide(unit, self._draw_source, self.per_connection)
+        else:  # no rule to count the unit: the behavior alone decides
+            decision = plan.draw(self._draw_source)
         record = ExchangeRecord(
             connection=self.pumps.record.index,
             ordinal=ordinal,
@@ -233,44 +435,22 @@ class ExchangeRelay:
         )
         exchange = Exchange(info, decision, record)
         exchange.fault = _fault_of(decision.handlers)
-        record.injected = exchange.fault is None or exchange.fault != _RELAY
+        fault = exchange.fault
+        record.injected = fault is None or (fault is not _RELAY and fault != _RELAY)
         host.keep_exchange(record)
         return exchange
 
-    def _on_request(self, event: Event) -> bool:
+    def _draw_source(self) -> random.Random:
+        return self.pumps.random("draw")
+
+    def _on_request(self, event: Event | _Begun) -> bool:
         backend = self.pumps.backend
         out = self.to_backend
+        if isinstance(event, _Begun):  # decided in a callback already
+            self.incoming = event.exchange
+            return self._request_head(event.exchange, event.event)
         if isinstance(event, Head):
-            exchange = self.incoming = self._begin(event.info)
-            fault = exchange.fault
-            if fault is None:  # the handlers act on the bytes themselves
-                self._expect(exchange)
-                out.flush()
-                return run_over(
-                    exchange.decision.handlers, event.data, self.pumps.client, backend, True
-                )
-            if fault.close_at_request:
-                exchange.forwarded = False
-                exchange.done("", "closed")
-                return False
-            if fault.answer is not None and not fault.after:
-                exchange.forwarded = False
-                self._prepare_answer(exchange)
-                self._answer_or_queue(exchange)
-                return True
-            if fault.hold:
-                exchange.forwarded = False
-                exchange.record.outcome = "held"
-                self.pending.append(exchange)
-                return True
-            if fault.delay_request:
-                out.flush()
-                gevent.sleep(fault.delay_request)
-            if fault.answer is not None:
-                self._prepare_answer(exchange)
-            self._expect(exchange)
-            out.add(event.data)
-            return True
+            return self._request_head(self._begin(event.info), event)
         if isinstance(event, (Part, End)):
             current = self.incoming
             if isinstance(event, End):
@@ -289,6 +469,40 @@ class ExchangeRelay:
             return True
         if isinstance(event, Switched):
             self._plain(f"client side: {event.reason}")
+        out.add(event.data)
+        return True
+
+    def _request_head(self, exchange: Exchange, event: Head) -> bool:
+        backend = self.pumps.backend
+        out = self.to_backend
+        self.incoming = exchange
+        fault = exchange.fault
+        if fault is None:  # the handlers act on the bytes themselves
+            self._expect(exchange)
+            out.flush()
+            return run_over(
+                exchange.decision.handlers, event.data, self.pumps.client, backend, True
+            )
+        if fault.close_at_request:
+            exchange.forwarded = False
+            exchange.done("", "closed")
+            return False
+        if fault.answer is not None and not fault.after:
+            exchange.forwarded = False
+            self._prepare_answer(exchange)
+            self._answer_or_queue(exchange)
+            return True
+        if fault.hold:
+            exchange.forwarded = False
+            exchange.record.outcome = "held"
+            self.pending.append(exchange)
+            return True
+        if fault.delay_request:
+            out.flush()
+            gevent.sleep(fault.delay_request)
+        if fault.answer is not None:
+            self._prepare_answer(exchange)
+        self._expect(exchange)
         out.add(event.data)
         return True
 

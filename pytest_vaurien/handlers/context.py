@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-__all__ = ["Bytes", "ConnectionView", "ExchangeFault", "ProxyInfo", "SocketView", "Task"]
+__all__ = ["RELAY", "Bytes", "ConnectionView", "ExchangeFault", "ProxyInfo", "SocketView", "Task"]
 
 #: What a socket view sends: bytes, or a view into them (slices without a copy).
 Bytes = bytes | bytearray | memoryview
@@ -51,6 +51,11 @@ class ExchangeFault:
     #: Seconds to wait before forwarding the request, and before relaying the reply.
     delay_request: float = 0.0
     delay_reply: float = 0.0
+
+
+#: The exchange left alone (``dummy``, a spared ``transient``): the proxy may
+#: relay it in the loop's callbacks, with no greenlet of its own.
+RELAY = ExchangeFault()
 
 
 class ProxyInfo(Protocol):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pytest_vaurien.handlers.base import BaseHandler
-from pytest_vaurien.handlers.context import ExchangeFault
+from pytest_vaurien.handlers.context import RELAY, ExchangeFault
 
 __all__ = ["Dummy"]
 
@@ -16,7 +16,3 @@ class Dummy(BaseHandler):
 
     def exchange_fault(self) -> ExchangeFault:
         return RELAY
-
-
-#: The exchange left alone.
-RELAY = ExchangeFault()

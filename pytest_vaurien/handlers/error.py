@@ -11,7 +11,13 @@ from collections.abc import Mapping
 from typing import Any
 
 from pytest_vaurien.handlers.base import BaseHandler, Range
-from pytest_vaurien.handlers.context import ConnectionView, ExchangeFault, ProxyInfo, SocketView
+from pytest_vaurien.handlers.context import (
+    RELAY,
+    ConnectionView,
+    ExchangeFault,
+    ProxyInfo,
+    SocketView,
+)
 from pytest_vaurien.schedule import Schedule, parse_schedule
 
 __all__ = ["Error", "Headers"]
@@ -91,7 +97,7 @@ class Error(BaseHandler):
         """The protocol's error for this exchange, unless the schedule spares it."""
         self.connections_given += 1
         if not self.is_faulty(self.connections_given):
-            return ExchangeFault()
+            return RELAY
         return ExchangeFault(answer=self.reply_options(), after=self.option("after"))
 
     def reply_options(self) -> dict[str, Any]:
