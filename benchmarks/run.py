@@ -407,6 +407,12 @@ def main() -> int:
         action="store_false",
         help="skip the fixture overhead and fault accuracy",
     )
+    parser.add_argument(
+        "--no-protocols",
+        dest="protocols",
+        action="store_false",
+        help="skip the request rate through --protocol http (benchmarks/protocols.py)",
+    )
     args = parser.parse_args()
     rounds = 1 if args.quick else args.rounds
     sizes = {
@@ -464,10 +470,24 @@ def main() -> int:
             f"bandwidth over 10 MB: {project['bandwidth_error_pct']:+.1f} % off the rate "
             "(target +/- 5)"
         )
+    protocols = {}
+    if args.protocols:
+        sys.path.insert(0, str(HERE))
+        import protocols as protocol_bench  # benchmarks/protocols.py
+
+        protocols = protocol_bench.measure(rounds, args.quick)
+        print()
+        print(protocol_bench.table(protocols))
     if args.json:
         Path(args.json).write_text(
             json.dumps(
-                {"summary": summary, "rounds": figures, "project": project, "sizes": sizes},
+                {
+                    "summary": summary,
+                    "rounds": figures,
+                    "project": project,
+                    "sizes": sizes,
+                    "protocols": protocols,
+                },
                 indent=2,
                 default=str,
             )
