@@ -209,6 +209,17 @@ class Stats:
         )
 
 
+def _columns(rows: Sequence[Sequence[str]]) -> str:
+    """Rows as aligned columns; the last column is left ragged (it may be long)."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False))
+        + "  "
+        + row[-1]
+        for row in rows
+    )
+
+
 def format_records(records: list[ConnectionRecord]) -> str:
     """The records as a compact table, one row per connection."""
     header = ("#", "client", "handler", "to backend", "to client", "duration", "ending")
@@ -229,13 +240,7 @@ def format_records(records: list[ConnectionRecord]) -> str:
                 how,
             )
         )
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header) - 1)]
-    return "\n".join(
-        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False))
-        + "  "
-        + row[-1]
-        for row in rows
-    )
+    return _columns(rows)
 
 
 class Reported(Protocol):
@@ -296,10 +301,4 @@ def format_exchanges(exchanges: Sequence[ExchangeRecord]) -> str:
                 e.outcome or "open",
             )
         )
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header) - 1)]
-    return "\n".join(
-        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False))
-        + "  "
-        + row[-1]
-        for row in rows
-    )
+    return _columns(rows)
