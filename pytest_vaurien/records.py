@@ -38,6 +38,9 @@ class Ending(str, enum.Enum):
     HANDLER_CLOSED = "handler closed"
     HANDLER_RESET = "handler reset"
     BACKEND_REFUSED = "backend refused"
+    #: The proxy itself ran out of descriptors (or buffers) to connect with:
+    #: not the backend's refusal.
+    EXHAUSTED = "proxy out of descriptors"
     RESET = "reset"
     PROXY_STOPPED = "proxy stopped"
     PROXY_DOWN = "proxy down"

@@ -153,6 +153,7 @@ def test_running_out_of_descriptors_warns_once_per_burst(tmp_path):
             ) and time.monotonic() < deadline:
                 time.sleep(0.01)
             print("failures", proxy._burst.failures, file=sys.stderr)
+            print("endings", sorted(set(str(r.ending) for r in proxy.connections)), file=sys.stderr)
             for client in clients:
                 client.close()
             deadline = time.monotonic() + 10
@@ -178,6 +179,9 @@ def test_running_out_of_descriptors_warns_once_per_burst(tmp_path):
     warnings = [line for line in lines if line.startswith("WARNING")]
     assert len(warnings) == 1, result.stderr
     assert "failed: Too many open files (open file limit" in warnings[0]
+    # a connect that failed for want of descriptors is not the backend's refusal
+    [endings] = [line for line in lines if line.startswith("endings")]
+    assert "backend refused" not in endings
 
 
 def test_a_stopped_proxy_leaves_nothing_behind(echo_server):

@@ -459,7 +459,9 @@ def serve_connection(host: Host, slot: Slot, unit: Unit) -> None:
     except OSError as error:
         if error.errno in EXHAUSTED:
             host.exhausted(error, f"connect to {host.distant}")
-        record.end(Ending.BACKEND_REFUSED, str(error.strerror or error))
+            record.end(Ending.EXHAUSTED, str(error.strerror or error))
+        else:
+            record.end(Ending.BACKEND_REFUSED, str(error.strerror or error))
         reset_socket(client_sock)
         return
     slot.sockets.append(backend_sock)
