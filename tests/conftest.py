@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from tests import client
+from tests import backends, client
 from tests.client import wait_until
 from tests.servers import EchoServer
 
@@ -136,3 +136,36 @@ def _no_leftovers(echo_server: EchoServer) -> Iterator[None]:
         wait_until(lambda: not _new_fds(before), timeout=3, message="no new file descriptor")
     except AssertionError:
         raise AssertionError(f"file descriptors left open: {_new_fds(before)}") from None
+
+
+# -- real servers for the protocol tests (tests/backends.py), one each per worker --
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[backends.Server]:
+    with backends.redis() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[backends.Server]:
+    with backends.postgresql() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def memcached_server() -> Iterator[backends.Server]:
+    with backends.memcached() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def mariadb_server() -> Iterator[backends.Server]:
+    with backends.mariadb() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def smtp_server() -> Iterator[backends.Server]:
+    with backends.smtp() as server:
+        yield server
