@@ -126,7 +126,7 @@ class Exchange:
         record = self.record
         if record.duration is None:
             record.reply = reply
-            record.outcome = outcome
+            record.outcome = record.outcome or outcome
             record.duration = time.monotonic() - self.started
 
 
@@ -204,6 +204,8 @@ class ExchangeRelay:
         self._never = gevent.event.Event()
         self.to_backend = _Outbox(pumps.backend)
         self.to_client = _Outbox(pumps.client)
+        #: The request coming in was replaced: its own body is not forwarded.
+        self._drop_body = False
         #: Pump greenlets (the connection kills them when it ends).
         self.greenlets: list[gevent.Greenlet] = []
         self._watchers: dict[bool, object] = {}
@@ -285,7 +287,7 @@ class ExchangeRelay:
         """Relay ``event`` here if it needs no waiting: True; else what the pump gets."""
         if isinstance(event, Head):
             exchange = self.incoming = self._begin(event.info)
-            if exchange.fault is not _RELAY:
+            if exchange.fault is not _RELAY or "substitute" in event.info.fields:
                 return _Begun(exchange, event)
             self._expect(exchange)
             self.to_backend.add(event.data)
@@ -420,6 +422,12 @@ class ExchangeRelay:
     def _begin(self, info: MessageInfo) -> Exchange:
         host = self.host
         plan = host.plan
+        fields = info.fields
+        if fields.get("handshake") and not _named_by_a_rule(plan, info):
+            # the handshake (Redis HELLO, AUTH) is relayed outside the rules:
+            # no unit, no count, no record among the exchanges
+            exchange = Exchange(info, _NO_DECISION, ExchangeRecord(-1, 0, info.summary))
+            return exchange
         ordinal = host.next_ordinal()
         if plan.bound_rules:
             unit = Unit(self.pumps.record.index, ordinal, time.monotonic() - host.started, info)
@@ -453,9 +461,11 @@ class ExchangeRelay:
             return self._request_head(self._begin(event.info), event)
         if isinstance(event, (Part, End)):
             current = self.incoming
+            drop = self._drop_body
             if isinstance(event, End):
                 self.incoming = None
-            if current is None or not current.forwarded:
+                self._drop_body = False
+            if current is None or not current.forwarded or drop:
                 return True  # a request the backend never sees: its body is dropped
             if current.fault is None:
                 out.flush()
@@ -477,6 +487,18 @@ class ExchangeRelay:
         out = self.to_backend
         self.incoming = exchange
         fault = exchange.fault
+        substitute = exchange.info.fields.get("substitute")
+        if substitute is not None and fault is not None and fault.answer is None:
+            # the protocol keeps both sides in step (Redis: an EXEC after a
+            # command the proxy rejected becomes DISCARD, answered EXECABORT)
+            sent, reply = substitute
+            if reply is not None:  # the backend's reply is replaced by this one
+                exchange.synthetic, exchange.synthetic_summary = reply, _summary(reply)
+                exchange.fault = ExchangeFault(answer={}, after=True)
+            self._expect(exchange)
+            out.add(sent)
+            self._drop_body = True  # the request's own body is not forwarded
+            return True
         if fault is None:  # the handlers act on the bytes themselves
             self._expect(exchange)
             out.flush()
@@ -488,9 +510,22 @@ class ExchangeRelay:
             exchange.done("", "closed")
             return False
         if fault.answer is not None and not fault.after:
+            by_backend = getattr(self.wire, "error_request", None)
+            request = by_backend(fault.answer, exchange.info) if by_backend else None
+            if request is not None:
+                # inside a transaction the server itself raises the error, so
+                # both sides agree the transaction failed (PostgreSQL, MySQL)
+                self._expect(exchange)
+                exchange.record.outcome = "answered by the backend"
+                exchange.fault = _RELAY
+                out.add(request)
+                self._drop_body = True
+                self._told_answered(exchange)
+                return True
             exchange.forwarded = False
             self._prepare_answer(exchange)
             self._answer_or_queue(exchange)
+            self._told_answered(exchange)
             return True
         if fault.hold:
             exchange.forwarded = False
@@ -505,6 +540,13 @@ class ExchangeRelay:
         self._expect(exchange)
         out.add(event.data)
         return True
+
+    def _told_answered(self, exchange: Exchange) -> None:
+        """Tell the request framer the proxy answered this request itself, for
+        protocols whose later requests depend on it (Redis MULTI)."""
+        answered = getattr(self.requests, "answered", None)
+        if answered is not None:
+            answered(exchange.info)
 
     def _expect(self, exchange: Exchange) -> None:
         self.pending.append(exchange)
@@ -610,6 +652,20 @@ class ExchangeRelay:
         record = self.pumps.record
         if record.plain is None:
             record.plain = reason
+
+
+#: What a handshake message gets: relayed, outside the rules.
+_NO_DECISION = Decision(("dummy",), (), "handshake")
+
+
+def _named_by_a_rule(plan: Plan, info: MessageInfo) -> bool:
+    """A handshake message (Redis ``AUTH``) is a unit only when a rule matches it."""
+    return any(b.matcher is not None and b.matcher(info) for b in plan.bound_rules)
+
+
+def _summary(reply: bytes) -> str:
+    """A short summary of a reply the protocol made up (``-EXECABORT``)."""
+    return reply.split(b"\r\n", 1)[0].split(b" ", 1)[0].decode("latin-1")[:40]
 
 
 def _fault_of(handlers: tuple[BaseHandler, ...]) -> ExchangeFault | None:

@@ -20,6 +20,11 @@ TCP = "tcp"
 PROTOCOLS: dict[str, str | None] = {
     TCP: None,
     "http": "pytest_vaurien.protocols.http",
+    "redis": "pytest_vaurien.protocols.redis",
+    "postgresql": "pytest_vaurien.protocols.postgresql",
+    "memcache": "pytest_vaurien.protocols.memcache",
+    "mysql": "pytest_vaurien.protocols.mysql",
+    "smtp": "pytest_vaurien.protocols.smtp",
 }
 
 

@@ -6,6 +6,25 @@ tested without sockets). Every event carries the exact original bytes it
 covers, so that joining ``event.data`` over all events gives back what was
 fed, byte for byte: the proxy forwards those bytes untouched.
 
+What the engine reads in a request's ``MessageInfo.fields`` besides what
+matching needs:
+
+- ``handshake`` (bool): a message of the protocol's handshake (Redis
+  ``HELLO``, ``AUTH``): relayed outside the rules - no unit, no count, no
+  record - unless a rule's ``match`` names it.
+- ``substitute`` (``(bytes, bytes | None)``): send these bytes to the backend
+  instead of the request (whose body is dropped), and answer the client with
+  the second item instead of the backend's reply if it is not ``None``; the
+  protocol keeps both sides in step this way (Redis: ``EXEC`` after a command
+  the proxy rejected becomes ``DISCARD``, answered ``-EXECABORT``).
+
+Optional hooks: a request framer's ``answered(info)`` is called when the
+proxy answered that request itself (it never reached the backend); a
+protocol's ``error_request(options, info) -> bytes | None`` may return a
+request that makes the *backend* raise the error (inside a PostgreSQL
+transaction, so that server and client agree it failed); the backend's reply
+then goes to the client.
+
 A request framer cuts the client's stream into requests; a response framer
 cuts the backend's stream into the replies answering them, told by
 ``expect()`` which request each reply answers (an HTTP reply to HEAD has no

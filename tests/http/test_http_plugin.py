@@ -134,7 +134,7 @@ def test_config_file_rule_sections(pytester, http_backend):
         ),
         (
             ["--vaurien-protocol", "gopher"],
-            "ERROR: --vaurien-protocol: unknown protocol 'gopher'; known: http, tcp",
+            "ERROR: --vaurien-protocol: unknown protocol 'gopher'; known: *http*tcp*",
         ),
         (
             ["--vaurien-protocol", "http", "--vaurien-rule", "error; match=GET /a /b"],
