@@ -37,8 +37,21 @@ class Headers(str):
         return super().__new__(cls, value)
 
 
-#: The options that shape the protocol's error reply (all but ``after``).
-REPLY_OPTIONS = ("status", "reason", "headers", "body")
+#: The options that shape the protocol's error reply (all but ``after``):
+#: each protocol reads its own.
+REPLY_OPTIONS = (
+    "status",
+    "reason",
+    "headers",
+    "body",
+    "reply",
+    "sqlstate",
+    "message",
+    "severity",
+    "errno",
+    "code",
+    "text",
+)
 
 
 class Error(BaseHandler):
@@ -67,6 +80,22 @@ class Error(BaseHandler):
         "reason": ("HTTP: the reason phrase; empty for the standard one", str, ""),
         "headers": ("HTTP: extra headers, 'Name: value' lines (a dict in a marker)", Headers, ""),
         "body": ("HTTP: the body of the error", str, "injected by vaurien\n"),
+        "reply": (
+            "Redis, memcache: the error line (e.g. 'READONLY ...'); empty for the protocol's",
+            str,
+            "",
+        ),
+        "sqlstate": ("PostgreSQL, MySQL: the SQLSTATE; empty for the protocol's", str, ""),
+        "message": ("PostgreSQL, MySQL: the error message; empty for the standard one", str, ""),
+        "severity": (
+            "PostgreSQL: ERROR, or FATAL, which also closes the connection",
+            str,
+            "ERROR",
+            ("ERROR", "FATAL"),
+        ),
+        "errno": ("MySQL: the error number", int, 1213, Range(1, 65535)),
+        "code": ("SMTP: the reply code", int, 451, Range(400, 599)),
+        "text": ("SMTP: the reply text", str, "4.3.0 injected by vaurien"),
     }
 
     def __init__(
@@ -101,8 +130,12 @@ class Error(BaseHandler):
         return ExchangeFault(answer=self.reply_options(), after=self.option("after"))
 
     def reply_options(self) -> dict[str, Any]:
-        """What shapes the protocol's error reply (checked when the plan is built)."""
-        return {option: self.option(option) for option in REPLY_OPTIONS}
+        """What shapes the protocol's error reply (checked when the plan is built).
+
+        An empty string means "the protocol's own default": it is left out.
+        """
+        values = {option: self.option(option) for option in REPLY_OPTIONS}
+        return {option: value for option, value in values.items() if value != ""}
 
     def garbage(self) -> bytes:
         """Random bytes from the proxy's seeded random source."""
