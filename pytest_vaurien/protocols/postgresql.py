@@ -1,0 +1,503 @@
+"""PostgreSQL (frontend/backend protocol v3) framing, without a socket.
+
+Requests: the startup (SSLRequest, GSSENCRequest, StartupMessage) and
+authentication messages are the handshake, relayed outside the rules. A
+simple Query is one unit; in the extended protocol each Execute, with the
+Parse/Bind/Describe/Close messages before it, is one unit, matched on the
+SQL of the statement it executes. Those few messages are held only until
+the next message arrives (the server answers nothing before a Flush or a
+Sync, which is such a message): never until a Sync. Sync, Flush and
+messages that no Execute follows are relayed outside the rules.
+
+Replies: the response framer knows from each request which messages answer
+it (``_plan`` in its fields) and after an ErrorResponse skips, as the
+server does, every request until Sync. A reply's head is held until the
+message that says what the reply is (``"C SELECT 1"``, ``"E 40001"``, at
+most 64 KiB). Messages the server sends when no request waits (a
+NotificationResponse, a ParameterStatus) are interim replies.
+
+Both framers of a connection share a :class:`Session`: the response framer
+writes the transaction state from each ReadyForQuery, and a switch (COPY,
+TLS) seen on one side; the request framer reads them.
+:meth:`PostgresqlProtocol.request_framer` makes the session and
+:meth:`PostgresqlProtocol.response_framer`, which the engine calls right
+after it for the same connection, picks it up (per thread).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from collections.abc import Mapping
+from typing import Any
+
+from pytest_vaurien.protocols import postgresql_match
+from pytest_vaurien.protocols.base import (
+    End,
+    Event,
+    Head,
+    Matcher,
+    MessageInfo,
+    Opaque,
+    Part,
+    Switched,
+    WireProtocol,
+)
+
+__all__ = ["PROTOCOL", "PgRequestFramer", "PgResponseFramer", "PostgresqlProtocol", "Session"]
+
+SSL_REQUEST = 80877103
+GSSENC_REQUEST = 80877104
+CANCEL_REQUEST = 80877102
+MAX_STARTUP = 10000  # the server's MAX_STARTUP_PACKET_LENGTH
+MAX_MESSAGE = 0x3FFFFFFF  # the server's PQ_LARGE_MESSAGE_LIMIT
+HOLD_REPLY = 64 * 1024  # reply bytes held at most while its summary is unknown
+SUMMARY_WIDTH = 40
+
+_CLIENT_TYPES = frozenset(b"QPBDECSHFXp")
+_SERVER_TYPES = frozenset(b"RKSZTDCENAI123tnsVGHWdcvc")
+_COPY = frozenset(b"GHW")
+_ASYNC = frozenset(b"NAS")
+
+# A plan: one letter per request message, for the reply the server owes it.
+# Q: until ReadyForQuery; A: authentication (until the server waits or is
+# ready); L: the one byte answering SSLRequest/GSSENCRequest; Y: Sync; P, B,
+# C: ParseComplete, BindComplete, CloseComplete; S: Describe statement
+# (ParameterDescription, then RowDescription or NoData); O: Describe portal;
+# E: Execute (rows, then CommandComplete, EmptyQueryResponse or
+# PortalSuspended). "" owes nothing (Flush, Terminate, a skipped request).
+_NAMES = {"P": "Parse", "B": "Bind", "S": "Describe", "O": "Describe", "C": "Close"}
+
+
+class Session:
+    """What the two framers of one connection share."""
+
+    __slots__ = ("status", "switched")
+
+    def __init__(self) -> None:
+        #: The last ReadyForQuery's transaction status: I, T or E.
+        self.status = b"I"
+        #: Why the connection is plain relay now (seen by either framer).
+        self.switched: str | None = None
+
+
+def shorten(sql: str) -> str:
+    """The SQL on one line, cut at a word near 40 characters (``"UPDATE accounts ..."``)."""
+    text = " ".join(sql.split())
+    if len(text) <= SUMMARY_WIDTH:
+        return text
+    cut = text[:SUMMARY_WIDTH]
+    space = cut.rfind(" ")
+    return (cut[:space] if space > 0 else cut).rstrip() + " ..."
+
+
+def _cstring(body: bytes, start: int) -> tuple[str, int]:
+    """The NUL-terminated string at ``start`` and where the next field starts."""
+    end = body.find(b"\0", start)
+    if end < 0:
+        end = len(body)
+    return body[start:end].decode("utf-8", "replace"), end + 1
+
+
+class _Framer:
+    """Held bytes, the switch to plain relay, and the end of the stream."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        self._buf = bytearray()
+        self._opaque = False
+
+    def _switch(self, reason: str, data: bytes, events: list[Event]) -> None:
+        if self.session.switched is None:
+            self.session.switched = reason
+        self._opaque = True
+        self._buf = bytearray()
+        events.append(Switched(reason, data))
+
+
+class PgRequestFramer(_Framer):
+    """Cuts the client's stream into startup, queries, Execute groups and the rest."""
+
+    def __init__(self, session: Session) -> None:
+        super().__init__(session)
+        self._startup = True
+        self._held: list[bytes] = []  # Parse/Bind/Describe/Close waiting for what follows
+        self._plan = ""  # their plan letters
+        self._statements: dict[str, str] = {}  # prepared statement name -> SQL
+        self._portals: dict[str, str] = {}  # portal name -> statement name
+        self._recent: list[dict[str, Any]] = []  # fields of this feed's requests, in order
+        self._skipping = False  # the proxy answered an Execute: skip until Sync
+
+    def feed(self, data: bytes) -> list[Event]:
+        """Events for ``data``; ``b""`` is the client's EOF. Never raises."""
+        if self._opaque:
+            return [Opaque(bytes(data))] if data else []
+        events: list[Event] = []
+        self._recent = []
+        if self.session.switched is not None:  # the server side switched (COPY, TLS)
+            self._switch(self.session.switched, self._take() + bytes(data), events)
+            return events
+        if not data:
+            if self._held:
+                self._flush_held(events)
+            if self._buf:
+                self._switch("PostgreSQL: closed mid-message", self._take(), events)
+            return events
+        buf = self._buf
+        buf += data
+        pos, n = 0, len(buf)
+        while not self._opaque:
+            if self._startup:
+                if n - pos < 8:
+                    break
+                length = int.from_bytes(buf[pos : pos + 4], "big")
+                code = int.from_bytes(buf[pos + 4 : pos + 8], "big")
+                if not 8 <= length <= MAX_STARTUP:
+                    self._fail("PostgreSQL: not a startup message", pos, events)
+                    break
+                if n - pos < length:
+                    break
+                self._startup_message(code, bytes(buf[pos : pos + length]), pos, events)
+                pos += length
+                continue
+            if n - pos < 5:
+                break
+            kind = buf[pos]
+            length = int.from_bytes(buf[pos + 1 : pos + 5], "big")
+            if kind not in _CLIENT_TYPES or not 4 <= length <= MAX_MESSAGE:
+                self._fail(f"PostgreSQL: unknown message {chr(kind)!r}", pos, events)
+                break
+            if n - pos <= length:
+                break
+            self._message(chr(kind), bytes(buf[pos : pos + 1 + length]), events)
+            pos += 1 + length
+        if not self._opaque:
+            del buf[:pos]
+        return events
+
+    def _take(self) -> bytes:
+        """Everything not emitted yet: held messages, then held bytes."""
+        data = b"".join(self._held) + bytes(self._buf)
+        self._held, self._plan, self._buf = [], "", bytearray()
+        return data
+
+    def _fail(self, reason: str, pos: int, events: list[Event]) -> None:
+        del self._buf[:pos]
+        self._switch(reason, self._take(), events)
+
+    def _emit(self, data: bytes, summary: str, fields: dict[str, Any], events: list[Event]) -> None:
+        kind = fields.get("kind")
+        if self._skipping and kind not in ("sync", "terminate"):
+            _skip(fields)
+        self._recent.append(fields)
+        events.append(Head(data, MessageInfo(summary, fields)))
+        events.append(End())
+
+    def _startup_message(self, code: int, message: bytes, pos: int, events: list[Event]) -> None:
+        if code in (SSL_REQUEST, GSSENC_REQUEST) and len(message) == 8:
+            name = "SSLRequest" if code == SSL_REQUEST else "GSSENCRequest"
+            fields = {"kind": "startup", "handshake": True, "_plan": "L"}
+            self._emit(message, name, fields, events)
+        elif code == CANCEL_REQUEST and len(message) >= 12:
+            self._switch(
+                "PostgreSQL CancelRequest", message + bytes(self._buf[pos + len(message) :]), events
+            )
+        elif code >> 16 == 3:
+            fields = {"kind": "startup", "handshake": True, "_plan": "A"}
+            params = message[8:].split(b"\0")
+            for key, value in zip(params[::2], params[1::2], strict=False):
+                if key in (b"user", b"database"):
+                    fields[key.decode()] = value.decode("utf-8", "replace")
+            self._startup = False
+            self._emit(message, "startup", fields, events)
+        else:
+            self._fail(f"PostgreSQL: unsupported startup code {code}", pos, events)
+
+    def _message(self, kind: str, message: bytes, events: list[Event]) -> None:
+        if kind in "PBDC":
+            self._hold(kind, message)
+        elif kind == "E":
+            portal, _ = _cstring(message, 5)
+            sql = self._statements.get(self._portals.get(portal, "\0"), "")
+            fields = self._unit("execute", sql)
+            data = b"".join(self._held) + message
+            fields["_plan"] = self._plan + "E"
+            self._held, self._plan = [], ""
+            self._emit(data, shorten(sql) if sql else "Execute", fields, events)
+        elif kind == "H" and self._held:
+            self._held.append(message)
+            self._flush_held(events)
+        else:
+            if self._held:
+                self._flush_held(events)
+            if kind == "Q":
+                sql, _ = _cstring(message, 5)
+                fields = self._unit("query", sql)
+                fields["_plan"] = "Q"
+                self._emit(message, shorten(sql), fields, events)
+            elif kind == "F":
+                fields = self._unit("function", "")
+                fields["_plan"] = "Q"
+                self._emit(message, "FunctionCall", fields, events)
+            elif kind == "S":
+                self._emit(
+                    message, "Sync", {"kind": "sync", "handshake": True, "_plan": "Y"}, events
+                )
+                self._skipping = False
+            elif kind == "p":
+                self._emit(
+                    message, "auth", {"kind": "auth", "handshake": True, "_plan": "A"}, events
+                )
+            else:  # Flush, Terminate: the server owes nothing
+                name, what = ("Flush", "flush") if kind == "H" else ("Terminate", "terminate")
+                self._emit(message, name, {"kind": what, "handshake": True, "_plan": ""}, events)
+
+    def _unit(self, kind: str, sql: str) -> dict[str, Any]:
+        return {"kind": kind, "sql": sql, "in_transaction": self.session.status != b"I"}
+
+    def _hold(self, kind: str, message: bytes) -> None:
+        """Parse, Bind, Describe, Close: remember names, and wait for what follows."""
+        if kind == "P":
+            name, at = _cstring(message, 5)
+            self._statements[name], _ = _cstring(message, at)
+            letter = "P"
+        elif kind == "B":
+            portal, at = _cstring(message, 5)
+            self._portals[portal], _ = _cstring(message, at)
+            letter = "B"
+        else:
+            letter = "C" if kind == "C" else "S" if message[5:6] == b"S" else "O"
+        self._held.append(message)
+        self._plan += letter
+
+    def _flush_held(self, events: list[Event]) -> None:
+        """Held messages no Execute followed: relayed outside the rules."""
+        data = b"".join(self._held)
+        fields = {"kind": "extended", "handshake": True, "_plan": self._plan}
+        summary = _NAMES.get(self._plan[:1], "Flush")
+        self._held, self._plan = [], ""
+        self._emit(data, summary, fields, events)
+
+    def answered(self, info: MessageInfo) -> None:
+        """The proxy answered an Execute itself: as the server would after an
+        error, the requests after it up to Sync are skipped (not sent, and
+        answered with nothing), those already framed as well as those to come."""
+        if info.fields.get("kind") != "execute":
+            return
+        later = False
+        for fields in self._recent:
+            if fields is info.fields:
+                later = True
+            elif later:
+                if fields.get("kind") == "sync":
+                    return
+                if fields.get("kind") != "terminate":
+                    _skip(fields)
+        if later:
+            self._skipping = True
+
+
+def _skip(fields: dict[str, Any]) -> None:
+    """A request the server would skip after an error: not sent, answered with nothing."""
+    fields.update(handshake=True, skipped=True, substitute=(b"", b""), _plan="")
+
+
+class PgResponseFramer(_Framer):
+    """Cuts the server's stream into the replies the requests are owed."""
+
+    def __init__(self, session: Session) -> None:
+        super().__init__(session)
+        self._queue: deque[str] = deque()  # plans of the requests waiting for a reply
+        self._plan: str | None = None  # the current reply's plan; None between replies
+        self._step = 0
+        self._held: list[bytes] = []  # the current reply's bytes, head not sent yet
+        self._size = 0
+        self._summary = ""
+        self._sent = False  # the current reply's head went out
+        self._parts: list[bytes] = []
+        self._skipping = False  # after an ErrorResponse, until Sync's ReadyForQuery
+
+    def expect(self, request: MessageInfo) -> None:
+        plan = request.fields.get("_plan", "Q")
+        self._queue.append(plan if isinstance(plan, str) else "Q")
+
+    def feed(self, data: bytes) -> list[Event]:
+        """Events for ``data``; ``b""`` is the server's EOF. Never raises."""
+        if self._opaque:
+            return [Opaque(bytes(data))] if data else []
+        events: list[Event] = []
+        if self.session.switched is not None:  # the client side switched (CancelRequest)
+            self._switch(self.session.switched, bytes(self._buf) + bytes(data), events)
+            return events
+        self._idle(events)
+        if not data:
+            if self._plan is not None:
+                self._end(events)
+            if self._buf:
+                self._switch("PostgreSQL: closed mid-message", bytes(self._buf), events)
+            return events
+        buf = self._buf
+        buf += data
+        pos, n = 0, len(buf)
+        while pos < n and not self._opaque:
+            if self._plan is None and self._queue and self._queue[0] == "L":
+                answer = buf[pos]
+                if answer in b"NSG":
+                    self._queue.popleft()
+                    pos += 1
+                    events += [Head(bytes([answer]), MessageInfo(chr(answer))), End()]
+                    if answer != ord("N"):
+                        reason = "PostgreSQL TLS" if answer == ord("S") else "PostgreSQL GSS"
+                        self._switch(reason, b"", events)
+                        if pos < n:
+                            events.append(Opaque(bytes(buf[pos:])))
+                    continue
+                self._queue[0] = "A"  # an ErrorResponse from an old server
+            if n - pos < 5:
+                break
+            kind = buf[pos]
+            length = int.from_bytes(buf[pos + 1 : pos + 5], "big")
+            if kind not in _SERVER_TYPES or not 4 <= length <= MAX_MESSAGE:
+                self._flush_parts(events)
+                self._switch(f"PostgreSQL: unknown message {chr(kind)!r}", bytes(buf[pos:]), events)
+                break
+            if n - pos <= length:
+                break
+            end = pos + 1 + length
+            self._message(kind, bytes(buf[pos:end]), events)
+            pos = end
+            if self._opaque and pos < n:  # COPY: the rest is not framed
+                events.append(Opaque(bytes(buf[pos:])))
+        if not self._opaque:
+            del buf[:pos]
+            self._flush_parts(events)
+        return events
+
+    def _idle(self, events: list[Event]) -> None:
+        """Between replies, the requests owed nothing get their empty reply."""
+        queue = self._queue
+        while (
+            self._plan is None
+            and queue
+            and (queue[0] == "" or (self._skipping and queue[0] != "Y"))
+        ):
+            queue.popleft()
+            events += [Head(b"", MessageInfo("skipped" if self._skipping else "")), End()]
+
+    def _message(self, kind: int, message: bytes, events: list[Event]) -> None:
+        if kind == ord("Z"):
+            self.session.status = message[5:6]
+        if self._plan is None:
+            if not self._queue:  # owed to no request: relayed as it comes
+                events += [Head(message, MessageInfo(chr(kind)), interim=True), End()]
+                return
+            self._plan, self._step = self._queue.popleft(), 0
+            self._held, self._size, self._summary, self._sent = [], 0, "", False
+        if self._sent:
+            self._parts.append(message)
+        else:
+            self._held.append(message)
+            self._size += len(message)
+        step = self._plan[self._step] if self._step < len(self._plan) else "Q"
+        if kind == ord("C"):
+            self._decide(f"C {_cstring(message, 5)[0]}", events)
+        elif kind in b"EIsZ":
+            self._decide(f"E {_sqlstate(message)}" if kind == ord("E") else chr(kind), events)
+        done = False
+        if kind == ord("E"):
+            if step not in "QY":
+                done = True
+                self._skipping = step != "A"
+        elif kind == ord("Z"):
+            done = True
+            self._skipping = False
+        elif kind in _COPY and step in "QE":
+            self._decide("COPY", events)
+            self._end(events)
+            self._switch("PostgreSQL COPY", b"", events)
+            return
+        elif kind in _ASYNC or step in "QY":
+            pass
+        elif step == "A":
+            code = int.from_bytes(message[5:9], "big")
+            done = kind == ord("R") and code not in (0, 12)
+            if done:
+                self._decide(f"R {code}", events)
+        elif (step == "E" and kind not in b"CIs") or (step == "S" and kind == ord("t")):
+            pass  # rows, a ParameterDescription: more to come
+        else:
+            self._step += 1
+            done = self._step >= len(self._plan)
+        if not self._sent and self._size > HOLD_REPLY:
+            self._decide(chr(self._held[0][0]), events)
+        if done:
+            if not self._sent:
+                self._decide(chr(kind), events)
+            self._end(events)
+            self._idle(events)
+
+    def _decide(self, summary: str, events: list[Event]) -> None:
+        """The reply's head goes out with what was held, once its summary is known."""
+        if not self._sent:
+            self._sent = True
+            events.append(Head(b"".join(self._held), MessageInfo(summary)))
+            self._held, self._size = [], 0
+
+    def _flush_parts(self, events: list[Event]) -> None:
+        if self._parts:
+            events.append(Part(b"".join(self._parts)))
+            self._parts = []
+
+    def _end(self, events: list[Event]) -> None:
+        if not self._sent:
+            self._decide(chr(self._held[0][0]) if self._held else "", events)
+        self._flush_parts(events)
+        events.append(End())
+        self._plan = None
+
+
+def _sqlstate(message: bytes) -> str:
+    """The SQLSTATE (field C) of an ErrorResponse."""
+    at = 5
+    while at < len(message) and message[at] != 0:
+        value, after = _cstring(message, at + 1)
+        if message[at] == ord("C"):
+            return value
+        at = after
+    return ""
+
+
+_LOCAL = threading.local()
+
+
+class PostgresqlProtocol:
+    """PostgreSQL for the proxy: framers, ``match`` forms and ``error`` replies."""
+
+    name = "postgresql"
+
+    def request_framer(self) -> PgRequestFramer:
+        _LOCAL.session = session = Session()
+        return PgRequestFramer(session)
+
+    def response_framer(self) -> PgResponseFramer:
+        """The response framer sharing the session of the request framer just made."""
+        session = getattr(_LOCAL, "session", None) or Session()
+        _LOCAL.session = None
+        return PgResponseFramer(session)
+
+    def parse_match(self, match: object, where: str) -> Matcher:
+        return postgresql_match.parse_match(match, where)
+
+    def check_error_options(self, options: Mapping[str, Any], where: str) -> None:
+        postgresql_match.check_error_options(options, where)
+
+    def error_reply(self, options: Mapping[str, Any], request: MessageInfo) -> tuple[bytes, str]:
+        return postgresql_match.error_reply(options, request)
+
+    def error_request(self, options: Mapping[str, Any], request: MessageInfo) -> bytes | None:
+        return postgresql_match.error_request(options, request)
+
+
+PROTOCOL = PostgresqlProtocol()
+#: The same object, typed as the interface (mypy checks that it conforms).
+POSTGRESQL: WireProtocol = PROTOCOL
