@@ -20,6 +20,7 @@ to wait - a fault that delays, holds or answers, a destination that is full
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import time
 from collections import deque
@@ -487,6 +488,12 @@ class ExchangeRelay:
         out = self.to_backend
         self.incoming = exchange
         fault = exchange.fault
+        forced = exchange.info.fields.get("error_after")
+        if fault is not None and fault.answer is not None and forced is not None:
+            # the protocol says when an error must come after the backend acted
+            # (an SMTP body: the server is in its data phase) or before (DATA)
+            if fault.after != forced:
+                exchange.fault = fault = dataclasses.replace(fault, after=forced)
         substitute = exchange.info.fields.get("substitute")
         if substitute is not None and fault is not None and fault.answer is None:
             # the protocol keeps both sides in step (Redis: an EXEC after a
@@ -549,6 +556,12 @@ class ExchangeRelay:
             answered(exchange.info)
 
     def _expect(self, exchange: Exchange) -> None:
+        fault = exchange.fault
+        if exchange.info.fields.get("noreply") and (fault is None or fault.answer is None):
+            # a request the server never answers (memcache noreply): nothing
+            # to wait for, and nothing after it may wait behind it
+            exchange.done("noreply", "relayed")
+            return
         self.pending.append(exchange)
         self.replies.expect(exchange.info)
 

@@ -91,11 +91,6 @@ def test_meta_commands_and_stats_are_framed(memcached_server) -> None:
         assert proxy.rule("meta").matched == 2
 
 
-@pytest.mark.xfail(
-    reason="the engine waits for a reply to the noreply set before it sends the proxy's "
-    "own answer to the get: needs the engine to close noreply exchanges at once",
-    raises=TimeoutError,
-)
 def test_an_error_on_a_get_after_a_noreply_set(memcached_server) -> None:
     rules = [Rule("error", match="get")]
     with Proxy(memcached_server.distant, protocol="memcache", rules=rules) as proxy:

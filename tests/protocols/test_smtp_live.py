@@ -110,11 +110,6 @@ def test_starttls_refused_by_the_server_keeps_framing(smtp_server) -> None:
         assert all(c.plain is None for c in proxy.connections)
 
 
-@pytest.mark.xfail(
-    reason="error on BODY must act as after=True (design); the engine does not read the "
-    "BODY head's error_after field yet, so the body is dropped mid-data-phase",
-    raises=(TimeoutError, smtplib.SMTPServerDisconnected, AssertionError),
-)
 def test_an_error_on_the_body_always_acts_after_delivery(smtp_server) -> None:
     rules = [Rule("error", match="BODY")]
     before = len(delivered(smtp_server))
