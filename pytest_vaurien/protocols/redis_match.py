@@ -1,7 +1,8 @@
-"""Redis rules and replies: the ``match`` forms and the ``error`` fault's reply.
+"""Redis rules and replies: what a command names, the ``match`` forms, the ``error`` reply.
 
-Kept apart from the framers: these run when a rule is configured or fires,
-not on every byte.
+Kept apart from the framers: the command table says where a command's first
+key is (what ``match`` globs on); the rest runs when a rule is configured or
+fires, not on every byte.
 """
 
 from __future__ import annotations
@@ -14,7 +15,16 @@ from typing import Any
 from pytest_vaurien.errors import ConfigError
 from pytest_vaurien.protocols.base import Matcher, MessageInfo
 
-__all__ = ["DEFAULT_REPLY", "RedisMatcher", "check_error_options", "error_reply", "parse_match"]
+__all__ = [
+    "CONTAINERS",
+    "DEFAULT_REPLY",
+    "RedisMatcher",
+    "check_error_options",
+    "command_name",
+    "error_reply",
+    "first_key",
+    "parse_match",
+]
 
 #: The error line of an ``error`` reply when the rule gives none.
 DEFAULT_REPLY = "ERR injected by vaurien"
@@ -26,6 +36,59 @@ _FORMS = (
     'e.g. "SET", "SET|INCR", "GET user:*"'
 )
 _KEYS = ("command", "key")
+
+#: Commands whose second word is a subcommand, part of the summary (``CLIENT SETNAME``).
+CONTAINERS = frozenset(
+    {
+        "ACL", "CLIENT", "CLUSTER", "COMMAND", "CONFIG", "DEBUG", "FUNCTION", "LATENCY",
+        "MEMORY", "MODULE", "OBJECT", "PUBSUB", "SCRIPT", "SLOWLOG", "XGROUP", "XINFO",
+    }
+)  # fmt: skip
+_KEYLESS = CONTAINERS.union(
+    {
+        "ASKING", "AUTH", "BGREWRITEAOF", "BGSAVE", "DBSIZE", "DISCARD", "ECHO", "EXEC",
+        "FAILOVER", "FLUSHALL", "FLUSHDB", "HELLO", "INFO", "KEYS", "LASTSAVE", "LOLWUT",
+        "MONITOR", "MULTI", "PING", "PSUBSCRIBE", "PSYNC", "PUBLISH", "PUNSUBSCRIBE", "QUIT",
+        "RANDOMKEY", "READONLY", "READWRITE", "REPLCONF", "REPLICAOF", "RESET", "ROLE", "SAVE",
+        "SCAN", "SELECT", "SHUTDOWN", "SLAVEOF", "SPUBLISH", "SSUBSCRIBE", "SUBSCRIBE",
+        "SUNSUBSCRIBE", "SWAPDB", "SYNC", "TIME", "UNSUBSCRIBE", "UNWATCH", "WAIT", "WAITAOF",
+    }
+) - {"MEMORY", "OBJECT", "XGROUP", "XINFO"}  # fmt: skip
+# Where the first key is, when not right after the name: an index, or
+# -(index of a numkeys argument), the keys following it.
+_KEY_AT = {
+    "BITOP": 2, "MEMORY": 2, "MIGRATE": 3, "OBJECT": 2, "XGROUP": 2, "XINFO": 2,
+    "EVAL": -2, "EVALSHA": -2, "EVAL_RO": -2, "EVALSHA_RO": -2, "FCALL": -2, "FCALL_RO": -2,
+    "ZUNION": -1, "ZINTER": -1, "ZDIFF": -1, "ZINTERCARD": -1, "SINTERCARD": -1,
+    "LMPOP": -1, "ZMPOP": -1, "BLMPOP": -2, "BZMPOP": -2,
+}  # fmt: skip
+_NAMES: dict[bytes, str] = {}  # command name as sent -> upper-case str
+
+
+def command_name(raw: bytes) -> str:
+    """A command name, upper-case, remembered: a client sends the same few again and again."""
+    name = _NAMES.get(raw)
+    if name is None:
+        name = raw.decode("latin-1").upper()
+        if len(raw) <= 32:
+            if len(_NAMES) >= 512:
+                _NAMES.clear()
+            _NAMES[raw] = name
+    return name
+
+
+def first_key(command: str, args: list[bytes]) -> str | None:
+    """The first key of a command (``args`` starts with its name), if it has one."""
+    if command in _KEYLESS:
+        return None
+    at = _KEY_AT.get(command, 1)
+    if at < 0:
+        count = args[-at] if len(args) > -at else b""
+        at = -at + 1 if count.isdigit() and int(count) > 0 else len(args)
+    elif command in ("XREAD", "XREADGROUP"):
+        upper = [arg.upper() for arg in args]
+        at = upper.index(b"STREAMS") + 1 if b"STREAMS" in upper else len(args)
+    return args[at].decode("latin-1") if len(args) > at else None
 
 
 def _cut(value: object) -> str:

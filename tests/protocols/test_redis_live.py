@@ -7,6 +7,7 @@ in RESP2 and RESP3: the proxy must frame what each of them sends and reads.
 from __future__ import annotations
 
 import itertools
+import socket
 from collections.abc import Iterator
 
 import pytest
@@ -224,7 +225,8 @@ def test_an_unfaulted_transaction_runs(
     with Proxy(redis_server.distant, protocol="redis", rules=rules) as proxy:
         client = connect(proxy, "python-resp3")
         pipe = client.pipeline(transaction=True)
-        pipe.set(f"{prefix}a", "1").incr(f"{prefix}a")
+        pipe.set(f"{prefix}a", "1")
+        pipe.incr(f"{prefix}a")
         assert pipe.execute() == [True, 2]
         client.close()
     assert direct.get(f"{prefix}a") == b"2"
@@ -276,3 +278,24 @@ def test_a_hang_holds_the_replies_behind_it(redis_server: Server, prefix: str) -
             client.get(f"{prefix}slow")
         client.close()
         assert [(e.request, e.outcome) for e in proxy.exchanges] == [("GET", "held")]
+
+
+def test_a_resp3_push_between_replies_ends_no_exchange(
+    redis_server: Server, direct: redis.Redis, prefix: str
+) -> None:
+    """Client-side caching: the invalidation push comes before the next reply."""
+    key = f"{prefix}cached".encode()
+    with Proxy(redis_server.distant, protocol="redis") as proxy:
+        with socket.create_connection(proxy.address, timeout=5) as sock:
+            sock.sendall(b"HELLO 3\r\nCLIENT TRACKING on\r\nGET " + key + b"\r\n")
+            got = b""
+            while not got.endswith(b"+OK\r\n_\r\n"):
+                got += sock.recv(65536)
+            direct.set(key, "new")
+            sock.sendall(b"PING\r\n")
+            got = b""
+            while not got.endswith(b"+PONG\r\n"):
+                got += sock.recv(65536)
+        assert got.startswith(b">2\r\n$10\r\ninvalidate\r\n")
+        records = [(e.request, e.reply) for e in proxy.exchanges]
+    assert records == [("CLIENT TRACKING", "+OK"), ("GET", "_"), ("PING", "+PONG")]
