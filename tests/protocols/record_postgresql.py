@@ -110,10 +110,12 @@ def scenarios(extra: dict[str, Any]) -> list[tuple[str, Callable[[int], None]]]:
             conn.execute("SELECT 1")
 
     def copy(port: int) -> None:
-        with connect(port, autocommit=True) as conn:
-            with conn.cursor().copy("COPY (SELECT generate_series(1, 3)) TO STDOUT") as c:
-                for _ in c:
-                    pass
+        with (
+            connect(port, autocommit=True) as conn,
+            conn.cursor().copy("COPY (SELECT generate_series(1, 3)) TO STDOUT") as c,
+        ):
+            for _ in c:
+                pass
 
     return [
         ("simple queries", simple),
