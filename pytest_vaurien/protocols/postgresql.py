@@ -27,7 +27,6 @@ after it for the same connection, picks it up (per thread).
 from __future__ import annotations
 
 import threading
-from collections import deque
 from collections.abc import Mapping
 from typing import Any
 
@@ -39,9 +38,14 @@ from pytest_vaurien.protocols.base import (
     Matcher,
     MessageInfo,
     Opaque,
-    Part,
-    Switched,
     WireProtocol,
+)
+from pytest_vaurien.protocols.postgresql_replies import (
+    MAX_MESSAGE,
+    Framer,
+    PgResponseFramer,
+    Session,
+    cstring,
 )
 
 __all__ = ["PROTOCOL", "PgRequestFramer", "PgResponseFramer", "PostgresqlProtocol", "Session"]
@@ -50,35 +54,12 @@ SSL_REQUEST = 80877103
 GSSENC_REQUEST = 80877104
 CANCEL_REQUEST = 80877102
 MAX_STARTUP = 10000  # the server's MAX_STARTUP_PACKET_LENGTH
-MAX_MESSAGE = 0x3FFFFFFF  # the server's PQ_LARGE_MESSAGE_LIMIT
-HOLD_REPLY = 64 * 1024  # reply bytes held at most while its summary is unknown
 SUMMARY_WIDTH = 40
 
 _CLIENT_TYPES = frozenset(b"QPBDECSHFXp")
-_SERVER_TYPES = frozenset(b"RKSZTDCENAI123tnsVGHWdcvc")
-_COPY = frozenset(b"GHW")
-_ASYNC = frozenset(b"NAS")
 
-# A plan: one letter per request message, for the reply the server owes it.
-# Q: until ReadyForQuery; A: authentication (until the server waits or is
-# ready); L: the one byte answering SSLRequest/GSSENCRequest; Y: Sync; P, B,
-# C: ParseComplete, BindComplete, CloseComplete; S: Describe statement
-# (ParameterDescription, then RowDescription or NoData); O: Describe portal;
-# E: Execute (rows, then CommandComplete, EmptyQueryResponse or
-# PortalSuspended). "" owes nothing (Flush, Terminate, a skipped request).
+#: Request messages no Execute followed, by their first plan letter (plans: postgresql_replies).
 _NAMES = {"P": "Parse", "B": "Bind", "S": "Describe", "O": "Describe", "C": "Close"}
-
-
-class Session:
-    """What the two framers of one connection share."""
-
-    __slots__ = ("status", "switched")
-
-    def __init__(self) -> None:
-        #: The last ReadyForQuery's transaction status: I, T or E.
-        self.status = b"I"
-        #: Why the connection is plain relay now (seen by either framer).
-        self.switched: str | None = None
 
 
 def shorten(sql: str) -> str:
@@ -91,31 +72,7 @@ def shorten(sql: str) -> str:
     return (cut[:space] if space > 0 else cut).rstrip() + " ..."
 
 
-def _cstring(body: bytes, start: int) -> tuple[str, int]:
-    """The NUL-terminated string at ``start`` and where the next field starts."""
-    end = body.find(b"\0", start)
-    if end < 0:
-        end = len(body)
-    return body[start:end].decode("utf-8", "replace"), end + 1
-
-
-class _Framer:
-    """Held bytes, the switch to plain relay, and the end of the stream."""
-
-    def __init__(self, session: Session) -> None:
-        self.session = session
-        self._buf = bytearray()
-        self._opaque = False
-
-    def _switch(self, reason: str, data: bytes, events: list[Event]) -> None:
-        if self.session.switched is None:
-            self.session.switched = reason
-        self._opaque = True
-        self._buf = bytearray()
-        events.append(Switched(reason, data))
-
-
-class PgRequestFramer(_Framer):
+class PgRequestFramer(Framer):
     """Cuts the client's stream into startup, queries, Execute groups and the rest."""
 
     def __init__(self, session: Session) -> None:
@@ -217,7 +174,7 @@ class PgRequestFramer(_Framer):
         if kind in "PBDC":
             self._hold(kind, message)
         elif kind == "E":
-            portal, _ = _cstring(message, 5)
+            portal, _ = cstring(message, 5)
             sql = self._statements.get(self._portals.get(portal, "\0"), "")
             fields = self._unit("execute", sql)
             data = b"".join(self._held) + message
@@ -231,7 +188,7 @@ class PgRequestFramer(_Framer):
             if self._held:
                 self._flush_held(events)
             if kind == "Q":
-                sql, _ = _cstring(message, 5)
+                sql, _ = cstring(message, 5)
                 fields = self._unit("query", sql)
                 fields["_plan"] = "Q"
                 self._emit(message, shorten(sql), fields, events)
@@ -258,12 +215,12 @@ class PgRequestFramer(_Framer):
     def _hold(self, kind: str, message: bytes) -> None:
         """Parse, Bind, Describe, Close: remember names, and wait for what follows."""
         if kind == "P":
-            name, at = _cstring(message, 5)
-            self._statements[name], _ = _cstring(message, at)
+            name, at = cstring(message, 5)
+            self._statements[name], _ = cstring(message, at)
             letter = "P"
         elif kind == "B":
-            portal, at = _cstring(message, 5)
-            self._portals[portal], _ = _cstring(message, at)
+            portal, at = cstring(message, 5)
+            self._portals[portal], _ = cstring(message, at)
             letter = "B"
         else:
             letter = "C" if kind == "C" else "S" if message[5:6] == b"S" else "O"
@@ -300,171 +257,6 @@ class PgRequestFramer(_Framer):
 def _skip(fields: dict[str, Any]) -> None:
     """A request the server would skip after an error: not sent, answered with nothing."""
     fields.update(handshake=True, skipped=True, substitute=(b"", b""), _plan="")
-
-
-class PgResponseFramer(_Framer):
-    """Cuts the server's stream into the replies the requests are owed."""
-
-    def __init__(self, session: Session) -> None:
-        super().__init__(session)
-        self._queue: deque[str] = deque()  # plans of the requests waiting for a reply
-        self._plan: str | None = None  # the current reply's plan; None between replies
-        self._step = 0
-        self._held: list[bytes] = []  # the current reply's bytes, head not sent yet
-        self._size = 0
-        self._summary = ""
-        self._sent = False  # the current reply's head went out
-        self._parts: list[bytes] = []
-        self._skipping = False  # after an ErrorResponse, until Sync's ReadyForQuery
-
-    def expect(self, request: MessageInfo) -> None:
-        plan = request.fields.get("_plan", "Q")
-        self._queue.append(plan if isinstance(plan, str) else "Q")
-
-    def feed(self, data: bytes) -> list[Event]:
-        """Events for ``data``; ``b""`` is the server's EOF. Never raises."""
-        if self._opaque:
-            return [Opaque(bytes(data))] if data else []
-        events: list[Event] = []
-        if self.session.switched is not None:  # the client side switched (CancelRequest)
-            self._switch(self.session.switched, bytes(self._buf) + bytes(data), events)
-            return events
-        self._idle(events)
-        if not data:
-            if self._plan is not None:
-                self._end(events)
-            if self._buf:
-                self._switch("PostgreSQL: closed mid-message", bytes(self._buf), events)
-            return events
-        buf = self._buf
-        buf += data
-        pos, n = 0, len(buf)
-        while pos < n and not self._opaque:
-            if self._plan is None and self._queue and self._queue[0] == "L":
-                answer = buf[pos]
-                if answer in b"NSG":
-                    self._queue.popleft()
-                    pos += 1
-                    events += [Head(bytes([answer]), MessageInfo(chr(answer))), End()]
-                    if answer != ord("N"):
-                        reason = "PostgreSQL TLS" if answer == ord("S") else "PostgreSQL GSS"
-                        self._switch(reason, b"", events)
-                        if pos < n:
-                            events.append(Opaque(bytes(buf[pos:])))
-                    continue
-                self._queue[0] = "A"  # an ErrorResponse from an old server
-            if n - pos < 5:
-                break
-            kind = buf[pos]
-            length = int.from_bytes(buf[pos + 1 : pos + 5], "big")
-            if kind not in _SERVER_TYPES or not 4 <= length <= MAX_MESSAGE:
-                self._flush_parts(events)
-                self._switch(f"PostgreSQL: unknown message {chr(kind)!r}", bytes(buf[pos:]), events)
-                break
-            if n - pos <= length:
-                break
-            end = pos + 1 + length
-            self._message(kind, bytes(buf[pos:end]), events)
-            pos = end
-            if self._opaque and pos < n:  # COPY: the rest is not framed
-                events.append(Opaque(bytes(buf[pos:])))
-        if not self._opaque:
-            del buf[:pos]
-            self._flush_parts(events)
-        return events
-
-    def _idle(self, events: list[Event]) -> None:
-        """Between replies, the requests owed nothing get their empty reply."""
-        queue = self._queue
-        while (
-            self._plan is None
-            and queue
-            and (queue[0] == "" or (self._skipping and queue[0] != "Y"))
-        ):
-            queue.popleft()
-            events += [Head(b"", MessageInfo("skipped" if self._skipping else "")), End()]
-
-    def _message(self, kind: int, message: bytes, events: list[Event]) -> None:
-        if kind == ord("Z"):
-            self.session.status = message[5:6]
-        if self._plan is None:
-            if not self._queue:  # owed to no request: relayed as it comes
-                events += [Head(message, MessageInfo(chr(kind)), interim=True), End()]
-                return
-            self._plan, self._step = self._queue.popleft(), 0
-            self._held, self._size, self._summary, self._sent = [], 0, "", False
-        if self._sent:
-            self._parts.append(message)
-        else:
-            self._held.append(message)
-            self._size += len(message)
-        step = self._plan[self._step] if self._step < len(self._plan) else "Q"
-        if kind == ord("C"):
-            self._decide(f"C {_cstring(message, 5)[0]}", events)
-        elif kind in b"EIsZ":
-            self._decide(f"E {_sqlstate(message)}" if kind == ord("E") else chr(kind), events)
-        done = False
-        if kind == ord("E"):
-            if step not in "QY":
-                done = True
-                self._skipping = step != "A"
-        elif kind == ord("Z"):
-            done = True
-            self._skipping = False
-        elif kind in _COPY and step in "QE":
-            self._decide("COPY", events)
-            self._end(events)
-            self._switch("PostgreSQL COPY", b"", events)
-            return
-        elif kind in _ASYNC or step in "QY":
-            pass
-        elif step == "A":
-            code = int.from_bytes(message[5:9], "big")
-            done = kind == ord("R") and code not in (0, 12)
-            if done:
-                self._decide(f"R {code}", events)
-        elif (step == "E" and kind not in b"CIs") or (step == "S" and kind == ord("t")):
-            pass  # rows, a ParameterDescription: more to come
-        else:
-            self._step += 1
-            done = self._step >= len(self._plan)
-        if not self._sent and self._size > HOLD_REPLY:
-            self._decide(chr(self._held[0][0]), events)
-        if done:
-            if not self._sent:
-                self._decide(chr(kind), events)
-            self._end(events)
-            self._idle(events)
-
-    def _decide(self, summary: str, events: list[Event]) -> None:
-        """The reply's head goes out with what was held, once its summary is known."""
-        if not self._sent:
-            self._sent = True
-            events.append(Head(b"".join(self._held), MessageInfo(summary)))
-            self._held, self._size = [], 0
-
-    def _flush_parts(self, events: list[Event]) -> None:
-        if self._parts:
-            events.append(Part(b"".join(self._parts)))
-            self._parts = []
-
-    def _end(self, events: list[Event]) -> None:
-        if not self._sent:
-            self._decide(chr(self._held[0][0]) if self._held else "", events)
-        self._flush_parts(events)
-        events.append(End())
-        self._plan = None
-
-
-def _sqlstate(message: bytes) -> str:
-    """The SQLSTATE (field C) of an ErrorResponse."""
-    at = 5
-    while at < len(message) and message[at] != 0:
-        value, after = _cstring(message, at + 1)
-        if message[at] == ord("C"):
-            return value
-        at = after
-    return ""
 
 
 _LOCAL = threading.local()

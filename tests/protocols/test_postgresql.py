@@ -19,7 +19,6 @@ from pytest_vaurien.errors import ConfigError
 from pytest_vaurien.protocols import wire_protocol
 from pytest_vaurien.protocols.base import End, Event, Head, MessageInfo, Opaque, Part, Switched
 from pytest_vaurien.protocols.postgresql import (
-    HOLD_REPLY,
     PROTOCOL,
     PgRequestFramer,
     PgResponseFramer,
@@ -32,6 +31,7 @@ from pytest_vaurien.protocols.postgresql_match import (
     error_request,
     parse_match,
 )
+from pytest_vaurien.protocols.postgresql_replies import HOLD_REPLY
 from tests.protocols.postgresql_traffic import CONNECTIONS
 
 

@@ -1,0 +1,230 @@
+"""PostgreSQL replies: the response framer, and what both framers of a
+connection share (the session, the held bytes, the switch to plain relay).
+
+The response framer knows from each request which messages answer it (its
+plan, ``_plan`` in the request's fields) and, as the server does, answers
+nothing after an ErrorResponse until Sync.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+from pytest_vaurien.protocols.base import End, Event, Head, MessageInfo, Opaque, Part, Switched
+
+__all__ = ["HOLD_REPLY", "MAX_MESSAGE", "Framer", "PgResponseFramer", "Session", "cstring"]
+
+MAX_MESSAGE = 0x3FFFFFFF  # the server's PQ_LARGE_MESSAGE_LIMIT
+HOLD_REPLY = 64 * 1024  # reply bytes held at most while its summary is unknown
+_SERVER_TYPES = frozenset(b"RKSZTDCENAI123tnsVGHWdcvc")
+_COPY = frozenset(b"GHW")
+_ASYNC = frozenset(b"NAS")
+
+# A plan: one letter per request message, for the reply the server owes it.
+# Q: until ReadyForQuery; A: authentication (until the server waits or is
+# ready); L: the one byte answering SSLRequest/GSSENCRequest; Y: Sync; P, B,
+# C: ParseComplete, BindComplete, CloseComplete; S: Describe statement
+# (ParameterDescription, then RowDescription or NoData); O: Describe portal;
+# E: Execute (rows, then CommandComplete, EmptyQueryResponse or
+# PortalSuspended). "" owes nothing (Flush, Terminate, a skipped request).
+
+
+class Session:
+    """What the two framers of one connection share."""
+
+    __slots__ = ("status", "switched")
+
+    def __init__(self) -> None:
+        #: The last ReadyForQuery's transaction status: I, T or E.
+        self.status = b"I"
+        #: Why the connection is plain relay now (seen by either framer).
+        self.switched: str | None = None
+
+
+def cstring(body: bytes, start: int) -> tuple[str, int]:
+    """The NUL-terminated string at ``start`` and where the next field starts."""
+    end = body.find(b"\0", start)
+    if end < 0:
+        end = len(body)
+    return body[start:end].decode("utf-8", "replace"), end + 1
+
+
+class Framer:
+    """Held bytes, the switch to plain relay, and the end of the stream."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        self._buf = bytearray()
+        self._opaque = False
+
+    def _switch(self, reason: str, data: bytes, events: list[Event]) -> None:
+        if self.session.switched is None:
+            self.session.switched = reason
+        self._opaque = True
+        self._buf = bytearray()
+        events.append(Switched(reason, data))
+
+
+class PgResponseFramer(Framer):
+    """Cuts the server's stream into the replies the requests are owed."""
+
+    def __init__(self, session: Session) -> None:
+        super().__init__(session)
+        self._queue: deque[str] = deque()  # plans of the requests waiting for a reply
+        self._plan: str | None = None  # the current reply's plan; None between replies
+        self._step = 0
+        self._held: list[bytes] = []  # the current reply's bytes, head not sent yet
+        self._size = 0
+        self._summary = ""
+        self._sent = False  # the current reply's head went out
+        self._parts: list[bytes] = []
+        self._skipping = False  # after an ErrorResponse, until Sync's ReadyForQuery
+
+    def expect(self, request: MessageInfo) -> None:
+        plan = request.fields.get("_plan", "Q")
+        self._queue.append(plan if isinstance(plan, str) else "Q")
+
+    def feed(self, data: bytes) -> list[Event]:
+        """Events for ``data``; ``b""`` is the server's EOF. Never raises."""
+        if self._opaque:
+            return [Opaque(bytes(data))] if data else []
+        events: list[Event] = []
+        if self.session.switched is not None:  # the client side switched (CancelRequest)
+            self._switch(self.session.switched, bytes(self._buf) + bytes(data), events)
+            return events
+        self._idle(events)
+        if not data:
+            if self._plan is not None:
+                self._end(events)
+            if self._buf:
+                self._switch("PostgreSQL: closed mid-message", bytes(self._buf), events)
+            return events
+        buf = self._buf
+        buf += data
+        pos, n = 0, len(buf)
+        while pos < n and not self._opaque:
+            if self._plan is None and self._queue and self._queue[0] == "L":
+                answer = buf[pos]
+                if answer in b"NSG":
+                    self._queue.popleft()
+                    pos += 1
+                    events += [Head(bytes([answer]), MessageInfo(chr(answer))), End()]
+                    if answer != ord("N"):
+                        reason = "PostgreSQL TLS" if answer == ord("S") else "PostgreSQL GSS"
+                        self._switch(reason, b"", events)
+                        if pos < n:
+                            events.append(Opaque(bytes(buf[pos:])))
+                    continue
+                self._queue[0] = "A"  # an ErrorResponse from an old server
+            if n - pos < 5:
+                break
+            kind = buf[pos]
+            length = int.from_bytes(buf[pos + 1 : pos + 5], "big")
+            if kind not in _SERVER_TYPES or not 4 <= length <= MAX_MESSAGE:
+                self._flush_parts(events)
+                self._switch(f"PostgreSQL: unknown message {chr(kind)!r}", bytes(buf[pos:]), events)
+                break
+            if n - pos <= length:
+                break
+            end = pos + 1 + length
+            self._message(kind, bytes(buf[pos:end]), events)
+            pos = end
+            if self._opaque and pos < n:  # COPY: the rest is not framed
+                events.append(Opaque(bytes(buf[pos:])))
+        if not self._opaque:
+            del buf[:pos]
+            self._flush_parts(events)
+        return events
+
+    def _idle(self, events: list[Event]) -> None:
+        """Between replies, the requests owed nothing get their empty reply."""
+        queue = self._queue
+        while (
+            self._plan is None
+            and queue
+            and (queue[0] == "" or (self._skipping and queue[0] != "Y"))
+        ):
+            queue.popleft()
+            events += [Head(b"", MessageInfo("skipped" if self._skipping else "")), End()]
+
+    def _message(self, kind: int, message: bytes, events: list[Event]) -> None:
+        if kind == ord("Z"):
+            self.session.status = message[5:6]
+        if self._plan is None:
+            if not self._queue:  # owed to no request: relayed as it comes
+                events += [Head(message, MessageInfo(chr(kind)), interim=True), End()]
+                return
+            self._plan, self._step = self._queue.popleft(), 0
+            self._held, self._size, self._summary, self._sent = [], 0, "", False
+        if self._sent:
+            self._parts.append(message)
+        else:
+            self._held.append(message)
+            self._size += len(message)
+        step = self._plan[self._step] if self._step < len(self._plan) else "Q"
+        if kind == ord("C"):
+            self._decide(f"C {cstring(message, 5)[0]}", events)
+        elif kind in b"EIsZ":
+            self._decide(f"E {_sqlstate(message)}" if kind == ord("E") else chr(kind), events)
+        done = False
+        if kind == ord("E"):
+            if step not in "QY":
+                done = True
+                self._skipping = step != "A"
+        elif kind == ord("Z"):
+            done = True
+            self._skipping = False
+        elif kind in _COPY and step in "QE":
+            self._decide("COPY", events)
+            self._end(events)
+            self._switch("PostgreSQL COPY", b"", events)
+            return
+        elif kind in _ASYNC or step in "QY":
+            pass
+        elif step == "A":
+            code = int.from_bytes(message[5:9], "big")
+            done = kind == ord("R") and code not in (0, 12)
+            if done:
+                self._decide(f"R {code}", events)
+        elif (step == "E" and kind not in b"CIs") or (step == "S" and kind == ord("t")):
+            pass  # rows, a ParameterDescription: more to come
+        else:
+            self._step += 1
+            done = self._step >= len(self._plan)
+        if not self._sent and self._size > HOLD_REPLY:
+            self._decide(chr(self._held[0][0]), events)
+        if done:
+            if not self._sent:
+                self._decide(chr(kind), events)
+            self._end(events)
+            self._idle(events)
+
+    def _decide(self, summary: str, events: list[Event]) -> None:
+        """The reply's head goes out with what was held, once its summary is known."""
+        if not self._sent:
+            self._sent = True
+            events.append(Head(b"".join(self._held), MessageInfo(summary)))
+            self._held, self._size = [], 0
+
+    def _flush_parts(self, events: list[Event]) -> None:
+        if self._parts:
+            events.append(Part(b"".join(self._parts)))
+            self._parts = []
+
+    def _end(self, events: list[Event]) -> None:
+        if not self._sent:
+            self._decide(chr(self._held[0][0]) if self._held else "", events)
+        self._flush_parts(events)
+        events.append(End())
+        self._plan = None
+
+
+def _sqlstate(message: bytes) -> str:
+    """The SQLSTATE (field C) of an ErrorResponse."""
+    at = 5
+    while at < len(message) and message[at] != 0:
+        value, after = cstring(message, at + 1)
+        if message[at] == ord("C"):
+            return value
+        at = after
+    return ""
