@@ -12,18 +12,23 @@ import argparse
 import dataclasses
 import hashlib
 import random
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, Protocol
 
 import pytest
 
-from pytest_vaurien.address import format_address
+from pytest_vaurien.address import format_address, parse_address
 from pytest_vaurien.config_file import ConfigFile, read_config_file
 from pytest_vaurien.engine.proxy import Proxy
 from pytest_vaurien.errors import ConfigError, HandlerError, ProxyError, VaurienError
 from pytest_vaurien.plan import check_settings
-from pytest_vaurien.records import Stats, render_fault_report
+from pytest_vaurien.records import (
+    ConnectionRecord,
+    Reported,
+    Stats,
+    render_fault_report,
+)
 from pytest_vaurien.registry import Registry, make_plugin_manager, registry_from_plugins
 from pytest_vaurien.rules import Rule
 from pytest_vaurien.settings import (
@@ -38,35 +43,64 @@ __all__ = ["ProxyFactory"]
 
 ProxyFactory = Callable[..., Proxy]
 
+
+class _Tested(Reported, Protocol):
+    """What a test's report and totals read of one of its proxies: a
+    ``Proxy``, or a session proxy's view of that test."""
+
+    @property
+    def stats(self) -> Stats: ...
+
+
 _BASE_REGISTRY = pytest.StashKey[Registry]()
 _LAYERS = pytest.StashKey[list[Layer]]()
 _SEED = pytest.StashKey[int]()
-_TEST_SETTINGS = pytest.StashKey[Settings]()
+_DISTANTS = pytest.StashKey[dict[str, str]]()
 _PROXY_COUNT = pytest.StashKey[int]()
-_ITEM_PROXIES = pytest.StashKey[list[Proxy]]()
+_ITEM_PROXIES = pytest.StashKey[list["_Tested"]]()
 _SESSION_STATS = pytest.StashKey[Stats]()
 _MARKER_READ = pytest.StashKey[bool]()
+#: The names of a test's proxies (fixture, factory and session ones), for ``target=``.
+_PROXY_NAMES = pytest.StashKey[set[str]]()
+#: Set once a test has failed for a ``target=`` that names no proxy: said once.
+_TARGETS_REPORTED = pytest.StashKey[bool]()
 #: What a test keeps of its own until its last report is made; dropped then,
 #: since pytest keeps every item (and its stash) until the session ends.
 _PER_TEST_KEYS: tuple[pytest.StashKey[Any], ...] = (
-    _TEST_SETTINGS,
     _PROXY_COUNT,
     _ITEM_PROXIES,
     _MARKER_READ,
+    _PROXY_NAMES,
+    _TARGETS_REPORTED,
 )
+#: The fixtures that outlive a test; each test that uses one configures it for itself.
+SESSION_FIXTURES = ("vaurien_session_proxy", "vaurien_session_proxies")
 #: The fixtures that read the ``vaurien`` marker (or depend on one that does).
-MARKER_FIXTURES = ("vaurien_proxy", "vaurien_proxy_factory", "vaurien_distant")
+MARKER_FIXTURES = (
+    "vaurien_proxy",
+    "vaurien_proxies",
+    "vaurien_proxy_factory",
+    "vaurien_distant",
+    *SESSION_FIXTURES,
+)
+#: The name of the proxy ``vaurien_proxy`` is, and of a lone distant's.
+DEFAULT = "default"
 
 DISTANT_HELP = "Backend the proxy relays to, as HOST:PORT or [IPV6]:PORT"
 BEHAVIOR_HELP = "Which faults connections get, e.g. '20:delay,10:error' (the rest: dummy)"
 HANDLERS_HELP = "Handler options, one NAME.OPTION = VALUE a line (e.g. delay.sleep = 2)"
+DISTANTS_HELP = (
+    "Several backends, one NAME = HOST:PORT a line: vaurien_proxies has a proxy for each, "
+    "vaurien_proxy is the one named default"
+)
 MARKER_DOC = (
     "vaurien(behavior=None, *, distant=None, protocol=None, rules=None, allow_refused=False, "
-    "**NAME__OPTION): run the vaurien_proxy fixture of this test with this behavior (e.g. "
-    "'20:delay,10:error'), backend HOST:PORT, protocol ('tcp', 'http': faults per request), "
-    "rules (pytest_vaurien.Rule objects or strings such as 'error; status=503; "
+    "target=None, **NAME__OPTION): run the vaurien_proxy fixture of this test with this "
+    "behavior (e.g. '20:delay,10:error'), backend HOST:PORT, protocol ('tcp', 'http': faults "
+    "per request), rules (pytest_vaurien.Rule objects or strings such as 'error; status=503; "
     "schedule=first:2') and handler options (e.g. delay__sleep=2); allow_refused=True lets the "
-    "test pass when the backend refused every connection."
+    "test pass when the backend refused every connection; target='NAME' (or a list) limits "
+    "the marker to the proxies of those names (vaurien_proxies, factory name=)."
 )
 PROTOCOL_HELP = (
     "What the proxy frames: tcp (faults per connection, the default) or http (per request)"
@@ -137,6 +171,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help=RULE_HELP + " (repeatable; replaces the ini file's rules)",
     )
     parser.addini("vaurien_distant", DISTANT_HELP)
+    parser.addini("vaurien_distants", DISTANTS_HELP, type="linelist")
     parser.addini("vaurien_protocol", PROTOCOL_HELP)
     parser.addini("vaurien_rules", "Rules, one a line: " + RULE_HELP, type="linelist")
     parser.addini("vaurien_behavior", BEHAVIOR_HELP)
@@ -187,6 +222,14 @@ def pytest_configure(config: pytest.Config) -> None:
             rules=config.getoption("vaurien_rule"),
             rules_source="--vaurien-rule",
         )
+        distants = _parse_distants(
+            config.getini("vaurien_distants"), f"vaurien_distants ({ini_name})"
+        )
+        if distants and ini.distant is not None:
+            raise ConfigError(
+                f"vaurien_distant and vaurien_distants ({ini_name}) are both set; keep one "
+                f"(a lone backend is vaurien_distants' entry {DEFAULT} = HOST:PORT)"
+            )
         base = registry_from_plugins(make_plugin_manager())
         layers = [ini, cli]
         config_file = _read_config_file(config)
@@ -198,6 +241,7 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(str(error)) from None
     config.stash[_BASE_REGISTRY] = base
     config.stash[_LAYERS] = layers
+    config.stash[_DISTANTS] = distants
     config.stash[_SEED] = _session_seed(config, resolve(layers).seed)
     config.stash[_SESSION_STATS] = Stats()
     if config.pluginmanager.hasplugin("xdist"):
@@ -207,6 +251,20 @@ def pytest_configure(config: pytest.Config) -> None:
 def _rule_lines(lines: list[str]) -> list[str]:
     """The ini file's rule lines, blank ones and ``#`` comments left out."""
     return [line.strip() for line in lines if line.strip() and not line.strip().startswith("#")]
+
+
+def _parse_distants(lines: list[str], where: str) -> dict[str, str]:
+    """``vaurien_distants``: one ``NAME = HOST:PORT`` a line (blank ones and
+    ``#`` comments left out), each address checked now."""
+    distants: dict[str, str] = {}
+    for line in _rule_lines(lines):
+        name, sep, value = (part.strip() for part in line.partition("="))
+        if not sep or not name or not value:
+            raise ConfigError(f"{where}: {line!r} is not NAME = HOST:PORT")
+        if name in distants:
+            raise ConfigError(f"{where}: {name!r} is given twice; names must differ")
+        distants[name] = format_address(parse_address(value, f"{where}: {name}"))
+    return distants
 
 
 def _read_config_file(config: pytest.Config) -> ConfigFile | None:
@@ -388,7 +446,7 @@ def replay_command(item: pytest.Item) -> str:
     return f"pytest {quoted} --vaurien-seed={item.config.stash[_SEED]}"
 
 
-def fault_report(item: pytest.Item, proxies: list[Proxy]) -> str:
+def fault_report(item: pytest.Item, proxies: Sequence[Reported]) -> str:
     """What the proxies of ``item`` did, for a failing test's report."""
     return render_fault_report(item.config.stash[_SEED], replay_command(item), proxies)
 
@@ -414,11 +472,42 @@ def _test_registry(request: pytest.FixtureRequest) -> Registry:
     return _with_hook_handlers(request.config.stash[_BASE_REGISTRY], impls, request.config)
 
 
-def _marker_layers(item: pytest.Item) -> list[Layer]:
-    """A layer per ``vaurien`` marker, from the farthest (module) to the closest
-    (function): a module may set the distant and each test its behavior."""
+def _marker_targets(item: pytest.Item, marker: pytest.Mark) -> tuple[str, ...] | None:
+    """The proxy names a marker's ``target=`` limits it to; ``None``: every proxy."""
+    target = marker.kwargs.get("target")
+    if target is None:
+        return None
+    names = (target,) if isinstance(target, str) else target
+    if (
+        not isinstance(names, (list, tuple))
+        or not names
+        or not all(isinstance(name, str) and name for name in names)
+    ):
+        item.stash[_TARGETS_REPORTED] = True  # failed once; not again at teardown
+        raise ConfigError(
+            f"vaurien marker on {item.name}: target={target!r} is not a proxy name or a list "
+            "of them; expected e.g. target='db' or target=['db', 'cache']"
+        )
+    return tuple(names)
+
+
+def _markers_for(item: pytest.Item, name: str | None) -> list[pytest.Mark]:
+    """The ``vaurien`` markers that apply to the proxy called ``name``, closest
+    first: those without ``target=``, and those whose target names it."""
+    markers = []
+    for marker in item.iter_markers("vaurien"):
+        targets = _marker_targets(item, marker)
+        if targets is None or (name is not None and name in targets):
+            markers.append(marker)
+    return markers
+
+
+def _marker_layers(item: pytest.Item, name: str | None = DEFAULT) -> list[Layer]:
+    """A layer per ``vaurien`` marker that applies to the proxy ``name``, from the
+    farthest (module) to the closest (function): a module may set the distant
+    and each test its behavior."""
     item.stash[_MARKER_READ] = True
-    return [_marker_layer(item, marker) for marker in reversed(list(item.iter_markers("vaurien")))]
+    return [_marker_layer(item, marker) for marker in reversed(_markers_for(item, name))]
 
 
 def _check_allow_refused(value: object, where: str) -> bool:
@@ -427,9 +516,10 @@ def _check_allow_refused(value: object, where: str) -> bool:
     return value
 
 
-def _marker_allows_refused(item: pytest.Item) -> bool:
-    """The closest marker's ``allow_refused``, False when none says."""
-    for marker in item.iter_markers("vaurien"):  # closest first
+def _marker_allows_refused(item: pytest.Item, name: str | None = DEFAULT) -> bool:
+    """The ``allow_refused`` of the closest marker that applies to ``name`` and
+    says it; False when none does."""
+    for marker in _markers_for(item, name):  # closest first
         if "allow_refused" in marker.kwargs:
             where = f"vaurien marker on {item.name}"
             return _check_allow_refused(marker.kwargs["allow_refused"], where)
@@ -453,6 +543,7 @@ def _marker_layer(item: pytest.Item, marker: pytest.Mark) -> Layer:
     behavior = kwargs.pop("behavior", None)
     protocol = kwargs.pop("protocol", None)
     rules = kwargs.pop("rules", None)
+    kwargs.pop("target", None)  # read by _markers_for
     if "allow_refused" in kwargs:
         _check_allow_refused(kwargs.pop("allow_refused"), where)
     if behavior is not None and not isinstance(behavior, str):
@@ -462,92 +553,206 @@ def _marker_layer(item: pytest.Item, marker: pytest.Mark) -> Layer:
     return Layer.from_keywords(where, distant, behavior, kwargs, protocol=protocol, rules=rules)
 
 
-def _layers(item: pytest.Item) -> list[Layer]:
+def _layers(item: pytest.Item, name: str | None = DEFAULT) -> list[Layer]:
+    """The command line's, ini file's and config file's layers, then the markers
+    that apply to the proxy ``name``."""
     configured: list[Layer] = item.config.stash[_LAYERS]
-    return [*configured, *_marker_layers(item)]
+    return [*configured, *_marker_layers(item, name)]
 
 
-def _settings_for(request: pytest.FixtureRequest) -> Settings:
-    item: pytest.Item = request.node
-    if _TEST_SETTINGS not in item.stash:
-        try:
-            item.stash[_TEST_SETTINGS] = resolve(_layers(item))
-        except VaurienError as error:
-            _fail(error)
-    return item.stash[_TEST_SETTINGS]
+def _marked_distant(item: pytest.Item, name: str | None) -> str | tuple[str, int] | None:
+    """The ``distant=`` of the closest marker that applies to ``name`` and gives one."""
+    marked = [layer.distant for layer in _marker_layers(item, name) if layer.distant is not None]
+    return marked[-1] if marked else None
 
 
-def _proxy_seed(item: pytest.Item, index: int) -> int:
-    """Same session seed, test and proxy index -> same seed, whatever the order."""
+def _check_targets(item: pytest.Item, known: Iterable[str]) -> None:
+    """Fail the test when a marker's ``target=`` names no proxy it has (once)."""
+    if item.stash.get(_TARGETS_REPORTED, False):
+        return
+    names = set(known)
+    wanted: set[str] = set()
+    for marker in item.iter_markers("vaurien"):
+        wanted.update(_marker_targets(item, marker) or ())
+    missing = sorted(wanted - names)
+    if missing:
+        item.stash[_TARGETS_REPORTED] = True
+        _fail(
+            ConfigError(
+                f"vaurien marker on {item.name}: target {', '.join(map(repr, missing))} names "
+                f"no proxy of this test; its proxies: {', '.join(sorted(names)) or 'none'}"
+            )
+        )
+
+
+def _names_so_far(item: pytest.Item) -> set[str]:
+    return item.stash.setdefault(_PROXY_NAMES, set())
+
+
+def _proxy_seed(item: pytest.Item, index: int | str) -> int:
+    """Same session seed, test and proxy index (or session proxy name) -> same
+    seed, whatever the order."""
     text = f"{item.config.stash[_SEED]}:{item.nodeid}:{index}"
     return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big")
 
 
+def _as_distants(value: object, where: str) -> dict[str, str | tuple[str, int]]:
+    """``vaurien_distant``'s value as name -> address: a lone address is ``default``."""
+    if not isinstance(value, Mapping):
+        return {DEFAULT: value}  # type: ignore[dict-item]  # checked when the proxy starts
+    if not value:
+        raise ConfigError(f"{where}: the dict of backends is empty; expected name -> HOST:PORT")
+    for name in value:
+        if not isinstance(name, str) or not name:
+            raise ConfigError(f"{where}: {name!r} is not a proxy name; expected a string")
+    return dict(value)
+
+
+def _names_error(fixture: str, names: Iterable[str], plural: str) -> ConfigError:
+    return ConfigError(
+        f"{fixture} is the proxy named {DEFAULT!r}, and vaurien_distant names none: its "
+        f"backends are {', '.join(sorted(names))}; use {plural}[NAME], or name one {DEFAULT!r}"
+    )
+
+
+class _TestProxies:
+    """The function-scoped proxies of one test: started here, stopped and
+    checked when the test ends."""
+
+    def __init__(self, item: pytest.Item, registry: Registry) -> None:
+        self.item = item
+        self.registry = registry
+        self.proxies: list[tuple[Proxy, bool]] = []
+        self.names: set[str] = set()
+
+    def start(self, settings: Settings, name: str | None, allow_refused: bool) -> Proxy:
+        """Start a proxy for ``settings``; ``name`` is what markers target.
+
+        :raises ConfigError: for a name another proxy of this test already has.
+        """
+        if name is not None:
+            if name in self.names:
+                raise ConfigError(
+                    f"a proxy named {name!r} already runs in this test; names must differ"
+                )
+            self.names.add(name)
+            _names_so_far(self.item).add(name)
+        proxy = _start(self.item, self.registry, settings, name)
+        self.proxies.append((proxy, allow_refused))
+        return proxy
+
+
 @pytest.fixture
-def vaurien_distant(request: pytest.FixtureRequest) -> str | tuple[str, int]:
+def _vaurien_test_proxies(request: pytest.FixtureRequest) -> Iterator[_TestProxies]:
+    """What ``vaurien_proxy``, ``vaurien_proxies`` and the factory share: one
+    list of a test's proxies, one teardown."""
+    item = request.node
+    try:
+        registry = _test_registry(request)
+    except VaurienError as error:
+        _fail(error)
+    proxies = _TestProxies(item, registry)
+    yield proxies
+    problems = _stop_all(request.config, proxies.proxies)
+    if problems:
+        pytest.fail("\n".join(problems), pytrace=False)
+    _check_targets(item, _names_so_far(item))
+
+
+@pytest.fixture
+def vaurien_distant(request: pytest.FixtureRequest) -> str | tuple[str, int] | dict[str, str]:
     """Where the backend is, as ``"HOST:PORT"``: override it to use your own server.
 
     By default the marker's ``distant=``, else ``--vaurien-distant``, else the
-    ``vaurien_distant`` ini option. To point every test at a server the suite
+    ``vaurien_distant`` ini option; with ``vaurien_distants`` in the ini file,
+    a dict name -> ``"HOST:PORT"``. To point every test at servers the suite
     starts itself, define a fixture of this name in ``conftest.py`` (any
-    scope) that returns ``"HOST:PORT"`` or a ``(host, port)`` tuple.
+    scope; session scope for the session proxies) that returns ``"HOST:PORT"``,
+    a ``(host, port)`` tuple, or a dict of them by name (several backends).
     """
-    settings = _settings_for(request)
+    item = request.node
+    try:
+        distants = _configured_distants(request.config)
+        if distants is not None:
+            return {
+                name: format_address(parse_address(_marked_distant(item, name) or address))
+                for name, address in distants.items()
+            }
+        settings = resolve(_layers(item))
+    except VaurienError as error:
+        _fail(error)
     if settings.distant is None:
         pytest.fail(NO_DISTANT, pytrace=False)
     return format_address(settings.distant)
 
 
+def _configured_distants(config: pytest.Config) -> dict[str, str] | None:
+    """``vaurien_distants``, with ``--vaurien-distant`` as its ``default`` entry;
+    ``None`` when the ini file names no several backends."""
+    distants = config.stash[_DISTANTS]
+    if not distants:
+        return None
+    flag = config.getoption("vaurien_distant")
+    if flag:
+        return {**distants, DEFAULT: format_address(parse_address(flag, "--vaurien-distant"))}
+    return dict(distants)
+
+
 @pytest.fixture
-def vaurien_proxy_factory(request: pytest.FixtureRequest) -> Iterator[ProxyFactory]:
-    """Make more proxies in one test: ``factory(distant, behavior=..., **options)``.
+def vaurien_proxy_factory(
+    request: pytest.FixtureRequest, _vaurien_test_proxies: _TestProxies
+) -> ProxyFactory:
+    """Make more proxies in one test: ``factory(distant, behavior=..., name=..., **options)``.
 
     Each call starts a proxy in front of ``distant`` (``"HOST:PORT"`` or a
     tuple) with the configured behavior and options, overridden by the call's
-    ``behavior`` and ``NAME__OPTION=value`` arguments. All are stopped when
-    the test ends; the test then fails if one's backend refused every
-    connection, unless ``allow_refused=True`` (the call's, else the marker's).
+    ``behavior`` and ``NAME__OPTION=value`` arguments; ``name`` is what a
+    marker's ``target=`` names. All are stopped when the test ends; the test
+    then fails if one's backend refused every connection, unless
+    ``allow_refused=True`` (the call's, else the marker's).
     """
     item = request.node
     try:
-        registry = _test_registry(request)
-        base_layers = _layers(item)
-        marker_allows = _marker_allows_refused(item)
+        _layers(item, None)  # a bad marker fails the test at its setup
     except VaurienError as error:
         _fail(error)
-    proxies: list[tuple[Proxy, bool]] = []
 
     def factory(
         distant: str | tuple[str, int],
         behavior: str | None = None,
         *,
+        name: str | None = None,
         allow_refused: bool | None = None,
         protocol: str | None = None,
         rules: list[Rule | str] | None = None,
         **options: Any,
     ) -> Proxy:
         where = "vaurien_proxy_factory()"
+        if name is not None and (not isinstance(name, str) or not name):
+            raise ConfigError(f"{where}: name={name!r} is not a proxy name; expected a string")
         allowed = (
-            marker_allows if allow_refused is None else _check_allow_refused(allow_refused, where)
+            _marker_allows_refused(item, name)
+            if allow_refused is None
+            else _check_allow_refused(allow_refused, where)
         )
         call = Layer.from_keywords(
             where, distant, behavior, options, protocol=protocol, rules=rules
         )
-        proxy = _start(item, registry, resolve([*base_layers, call]))
-        proxies.append((proxy, allowed))
-        return proxy
+        settings = resolve([*_layers(item, name), call])
+        return _vaurien_test_proxies.start(settings, name, allowed)
 
-    yield factory
-    _stop_all(request.config, proxies)
+    return factory
 
 
-def _start(item: pytest.Item, registry: Registry, settings: Settings) -> Proxy:
+def _start(item: pytest.Item, registry: Registry, settings: Settings, name: str | None) -> Proxy:
     index = item.stash.get(_PROXY_COUNT, 0)
     proxy = Proxy.from_settings(
         settings,
         registry=registry,
         seed=_proxy_seed(item, index),
-        name=f"vaurien-proxy[{item.nodeid}]" + (f"#{index}" if index else ""),
+        name=f"vaurien-proxy[{item.nodeid}]"
+        + (f"#{index}" if index else "")
+        + (f":{name}" if name else ""),
     )
     item.stash[_PROXY_COUNT] = index + 1
     proxy.start()
@@ -555,9 +760,9 @@ def _start(item: pytest.Item, registry: Registry, settings: Settings) -> Proxy:
     return proxy
 
 
-def _stop_all(config: pytest.Config, proxies: list[tuple[Proxy, bool]]) -> None:
-    """Stop every proxy, then fail the test for what it could not see:
-    a proxy that did not stop, a handler that raised, a dead backend."""
+def _stop_all(config: pytest.Config, proxies: list[tuple[Proxy, bool]]) -> list[str]:
+    """Stop every proxy, and say what the test could not see: a proxy that
+    did not stop, a handler that raised, a dead backend."""
     problems: list[str] = []
     for proxy, allow_refused in proxies:
         try:
@@ -566,33 +771,62 @@ def _stop_all(config: pytest.Config, proxies: list[tuple[Proxy, bool]]) -> None:
             problems.append(str(error))
         stats = proxy.stats
         config.stash[_SESSION_STATS] = config.stash[_SESSION_STATS] + stats
-        for record in proxy.errors:
-            problems.append(f"handler error on {proxy.name}, connection {record.describe()}")
-        if stats.connections and stats.refused == stats.connections and not allow_refused:
-            # every client got a reset, which a test expecting a fault takes
-            # for the fault: a dead backend must not pass (issue 11)
-            problems.append(
-                REFUSED_EVERY_CONNECTION.format(distant=proxy.distant, count=stats.refused)
-            )
-    if problems:
-        pytest.fail("\n".join(problems), pytrace=False)
+        problems.extend(_handler_errors(proxy.name, proxy.errors))
+        if not allow_refused:
+            problems.extend(_refused_problem(proxy.distant, stats))
+    return problems
+
+
+def _handler_errors(name: str, errors: list[ConnectionRecord]) -> list[str]:
+    return [f"handler error on {name}, connection {record.describe()}" for record in errors]
+
+
+def _refused_problem(distant: str, stats: Stats) -> list[str]:
+    if stats.connections and stats.refused == stats.connections:
+        # every client got a reset, which a test expecting a fault takes
+        # for the fault: a dead backend must not pass (issue 11)
+        return [REFUSED_EVERY_CONNECTION.format(distant=distant, count=stats.refused)]
+    return []
 
 
 @pytest.fixture
-def vaurien_proxy(request: pytest.FixtureRequest, vaurien_proxy_factory: ProxyFactory) -> Proxy:
+def vaurien_proxies(
+    request: pytest.FixtureRequest, _vaurien_test_proxies: _TestProxies
+) -> dict[str, Proxy]:
+    """A running proxy for each backend of ``vaurien_distant``, by name.
+
+    With a dict distant (or ``vaurien_distants`` in the ini file), one proxy
+    per entry; with a lone address, ``{"default": proxy}``. A marker's
+    ``target="NAME"`` (or a list) limits it to the proxies of those names.
+    """
+    item = request.node
+    value = request.getfixturevalue("vaurien_distant")
+    try:
+        distants = _as_distants(value, "vaurien_distant")
+        if "vaurien_proxy_factory" not in getattr(item, "fixturenames", ()):
+            # no factory call can add a name later: say it at setup
+            _check_targets(item, {*distants, *_names_so_far(item)})
+        proxies = {}
+        for name, distant in distants.items():
+            where = f"vaurien_distant ({name})" if name != DEFAULT else "vaurien_distant"
+            fixture = Layer(source=where, distant=distant)
+            settings = resolve([*item.config.stash[_LAYERS], fixture, *_marker_layers(item, name)])
+            allowed = _marker_allows_refused(item, name)
+            proxies[name] = _vaurien_test_proxies.start(settings, name, allowed)
+    except VaurienError as error:
+        _fail(error)
+    return proxies
+
+
+@pytest.fixture
+def vaurien_proxy(vaurien_proxies: dict[str, Proxy]) -> Proxy:
     """A running chaos proxy in front of ``vaurien_distant``, stopped after the test.
 
     Connect to ``vaurien_proxy.address``. The behavior and handler options come
     from the ``vaurien`` marker, the command line or the ini file;
     ``set_behavior()`` changes them live, ``connections`` tells what happened.
+    With several backends, it is the one named ``default``.
     """
-    try:
-        markers = _marker_layers(request.node)
-    except VaurienError as error:
-        _fail(error)
-    marked = [layer.distant for layer in markers if layer.distant is not None]
-    distant = marked[-1] if marked else request.getfixturevalue("vaurien_distant")
-    try:
-        return vaurien_proxy_factory(distant)
-    except VaurienError as error:
-        _fail(error)
+    if DEFAULT not in vaurien_proxies:
+        _fail(_names_error("vaurien_proxy", vaurien_proxies, "vaurien_proxies"))
+    return vaurien_proxies[DEFAULT]
