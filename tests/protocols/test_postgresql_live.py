@@ -209,3 +209,15 @@ def test_notices_and_notifications_pass_through(accounts: Server) -> None:
         received = next(conn.notifies(timeout=5))
         assert (received.channel, received.payload) == ("vaurien", "ping")
         assert conn.execute("SELECT 1").fetchone() == (1,)
+
+
+def test_after_lets_the_server_act_and_the_client_is_told_it_failed(accounts: Server) -> None:
+    """ "Did my UPDATE happen?": yes, though the client got a serialization failure."""
+    rules = [Rule("error", match="^UPDATE accounts", after=True)]
+    with through(accounts, rules, autocommit=True) as (proxy, conn):
+        before = balance(accounts, 2)
+        with pytest.raises(psycopg.errors.SerializationFailure):
+            conn.execute(b"UPDATE accounts SET balance = balance + 1 WHERE id = 2")
+        assert conn.execute("SELECT 5").fetchone() == (5,)
+        assert balance(accounts, 2) == before + 1
+        assert proxy.exchanges[0].reply == "E 40001"
