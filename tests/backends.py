@@ -186,6 +186,19 @@ def postgresql() -> Iterator[Server]:
             "max_connections=200",
         ]
         process = _start(command, port, "postgres", **as_user)
+        ready = shutil.which("pg_isready") or "/usr/lib/postgresql/15/bin/pg_isready"
+        # the port opens before the server takes sessions ("starting up")
+        wait_until(
+            lambda: (
+                subprocess.run(
+                    [ready, "-h", "127.0.0.1", "-p", str(port), "-U", "vaurien", "-d", "postgres"],
+                    capture_output=True,
+                ).returncode
+                == 0
+            ),
+            timeout=60,
+            message="PostgreSQL accepting sessions",
+        )
         try:
             yield Server("127.0.0.1", port, process, {"user": "vaurien", "dbname": "postgres"})
         finally:

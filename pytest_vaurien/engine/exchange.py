@@ -544,6 +544,9 @@ class ExchangeRelay:
             gevent.sleep(fault.delay_request)
         if fault.answer is not None:
             self._prepare_answer(exchange)
+            # after=True: the server acts, but the client will see an error; a
+            # protocol whose later requests depend on it must know (a batch)
+            self._told_answered(exchange)
         self._expect(exchange)
         out.add(event.data)
         return True
@@ -584,6 +587,12 @@ class ExchangeRelay:
         self.to_client.add(exchange.synthetic)
         self.to_client.flush()
         exchange.done(exchange.synthetic_summary, "answered")
+        closes = getattr(self.wire, "closes_after_error", None)
+        fault = exchange.fault
+        if closes is not None and fault is not None and closes(fault.answer or {}):
+            # an error that ends the session (PostgreSQL FATAL): as the server
+            # would, the proxy closes the connection after saying it
+            self.pumps.close()
 
     def _flush_answers(self) -> None:
         """Send the proxy's own answers now at the head of the line; a held

@@ -23,7 +23,9 @@ proxy answered that request itself (it never reached the backend); a
 protocol's ``error_request(options, info) -> bytes | None`` may return a
 request that makes the *backend* raise the error (inside a PostgreSQL
 transaction, so that server and client agree it failed); the backend's reply
-then goes to the client.
+then goes to the client; a protocol's ``closes_after_error(options) -> bool``
+says that an error the proxy answered ends the session (PostgreSQL FATAL):
+the proxy closes the connection after it.
 
 A request framer cuts the client's stream into requests; a response framer
 cuts the backend's stream into the replies answering them, told by

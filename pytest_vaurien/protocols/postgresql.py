@@ -289,6 +289,11 @@ class PostgresqlProtocol:
     def error_request(self, options: Mapping[str, Any], request: MessageInfo) -> bytes | None:
         return postgresql_match.error_request(options, request)
 
+    def closes_after_error(self, options: Mapping[str, Any]) -> bool:
+        """A FATAL (or PANIC) error ends the session: the server closes the
+        connection after it, and so does the proxy."""
+        return str(options.get("severity", "ERROR")).upper() in ("FATAL", "PANIC")
+
 
 PROTOCOL = PostgresqlProtocol()
 #: The same object, typed as the interface (mypy checks that it conforms).

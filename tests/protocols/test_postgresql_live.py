@@ -221,3 +221,20 @@ def test_after_lets_the_server_act_and_the_client_is_told_it_failed(accounts: Se
         assert conn.execute("SELECT 5").fetchone() == (5,)
         assert balance(accounts, 2) == before + 1
         assert proxy.exchanges[0].reply == "E 40001"
+
+
+def test_a_fatal_error_closes_the_session_as_a_server_shutting_down_does(
+    accounts: Server,
+) -> None:
+    rules = [Rule("error", match="^SELECT 42", sqlstate="57P01", severity="FATAL")]
+    with Proxy(accounts.distant, protocol="postgresql", rules=rules) as proxy:
+        host, port = proxy.address
+        conn = psycopg.connect(
+            host=host, port=port, connect_timeout=10, autocommit=True, **accounts.extra
+        )
+        with pytest.raises(psycopg.errors.AdminShutdown):
+            conn.execute("SELECT 42")
+        assert conn.broken
+        conn.close()
+        [exchange] = [e for e in proxy.exchanges if e.request == "SELECT 42"]
+    assert exchange.reply == "E 57P01"
