@@ -18,13 +18,16 @@ from typing import Any, NoReturn, Protocol
 
 import pytest
 
-from pytest_vaurien.address import format_address, parse_address
+from pytest_vaurien.address import Address, format_address, parse_address
+from pytest_vaurien.behavior import parse_behavior
 from pytest_vaurien.config_file import ConfigFile, read_config_file
 from pytest_vaurien.engine.proxy import Proxy
 from pytest_vaurien.errors import ConfigError, HandlerError, ProxyError, VaurienError
-from pytest_vaurien.plan import check_settings
+from pytest_vaurien.plan import check_settings, plan_from_settings
 from pytest_vaurien.records import (
     ConnectionRecord,
+    Ending,
+    ExchangeRecord,
     Reported,
     Stats,
     render_fault_report,
@@ -39,7 +42,7 @@ from pytest_vaurien.settings import (
     resolve,
 )
 
-__all__ = ["ProxyFactory"]
+__all__ = ["ProxyFactory", "SessionProxy"]
 
 ProxyFactory = Callable[..., Proxy]
 
@@ -115,6 +118,13 @@ NO_DISTANT = (
     '@pytest.mark.vaurien(distant="HOST:PORT") on the test, --vaurien-distant HOST:PORT on '
     "the command line, vaurien_distant = HOST:PORT in the ini file, or a vaurien_distant "
     'fixture in conftest.py that returns "HOST:PORT"'
+)
+NO_SESSION_DISTANT = (
+    "vaurien_session_proxy needs a backend address and none is configured; set it one of "
+    "three ways: --vaurien-distant HOST:PORT on the command line, vaurien_distant = HOST:PORT "
+    '(or vaurien_distants) in the ini file, or a vaurien_distant fixture with scope="session" '
+    'in conftest.py that returns "HOST:PORT" (or a dict of them); a marker\'s distant= does '
+    "not move a session proxy"
 )
 
 
@@ -830,3 +840,324 @@ def vaurien_proxy(vaurien_proxies: dict[str, Proxy]) -> Proxy:
     if DEFAULT not in vaurien_proxies:
         _fail(_names_error("vaurien_proxy", vaurien_proxies, "vaurien_proxies"))
     return vaurien_proxies[DEFAULT]
+
+
+# -- proxies that outlive a test -------------------------------------------
+
+
+def _traffic(record: ConnectionRecord) -> tuple[int, int, int]:
+    """What grows when a connection carries traffic: bytes each way, chains drawn."""
+    return record.bytes_to_backend, record.bytes_to_client, len(record.handlers)
+
+
+class _Window:
+    """What one test saw of a session proxy: the connections accepted from its
+    setup to its teardown, those open before (a pool's) that carried traffic
+    meanwhile - bytes, or a chunk that drew a chain - and the exchanges that
+    started meanwhile. A pooled connection that only closed (the previous
+    test's client going away) is not the test's."""
+
+    def __init__(self, proxy: Proxy, behavior: str) -> None:
+        self._proxy = proxy
+        self.behavior = behavior
+        self._first = proxy.accepted
+        self._before = {
+            record.index: _traffic(record) for record in proxy.connections if record.open
+        }
+        exchanges = proxy.exchanges
+        self._first_exchange = exchanges[-1].index + 1 if exchanges else 0
+        self._frozen: tuple[list[ConnectionRecord], list[ExchangeRecord]] | None = None
+
+    @property
+    def address(self) -> Address:
+        return self._proxy.address
+
+    @property
+    def distant(self) -> str:
+        return self._proxy.distant
+
+    def _used(self, record: ConnectionRecord) -> bool:
+        if record.index >= self._first:
+            return True
+        before = self._before.get(record.index)
+        return before is not None and before != _traffic(record)
+
+    @property
+    def connections(self) -> list[ConnectionRecord]:
+        if self._frozen is not None:
+            return list(self._frozen[0])
+        return [record for record in self._proxy.connections if self._used(record)]
+
+    @property
+    def exchanges(self) -> list[ExchangeRecord]:
+        if self._frozen is not None:
+            return list(self._frozen[1])
+        return [e for e in self._proxy.exchanges if e.index >= self._first_exchange]
+
+    @property
+    def stats(self) -> Stats:
+        return Stats.of(self.connections, self.exchanges)
+
+    @property
+    def errors(self) -> list[ConnectionRecord]:
+        return [record for record in self.connections if record.ending is Ending.ERROR]
+
+    def freeze(self) -> None:
+        """The test is over: what it saw stays as it is for its reports."""
+        self._frozen = (self.connections, self.exchanges)
+
+
+class SessionProxy:
+    """A proxy started once per session (per xdist worker) that each test
+    configures for itself: its markers, else the command line and ini file,
+    from its setup to its teardown; transparent relay between tests.
+
+    It reads as a :class:`~pytest_vaurien.Proxy` (``address``,
+    ``set_behavior()``, ``rules``, ``down()``...); ``connections``,
+    ``exchanges`` and ``stats`` are the running test's only, and ``proxy``
+    is the session's ``Proxy`` with all of them.
+    """
+
+    def __init__(self, proxy: Proxy, name: str) -> None:
+        #: The running ``Proxy``, the same for the whole session.
+        self.proxy = proxy
+        #: The name ``target=`` uses.
+        self.name = name
+        self._idle = proxy.plan
+        self._seed = proxy.seed
+        self._window: _Window | None = None
+
+    def __getattr__(self, attribute: str) -> Any:
+        return getattr(self.proxy, attribute)
+
+    def __repr__(self) -> str:
+        return f"<SessionProxy {self.name!r} {self.proxy!r}>"
+
+    @property
+    def host(self) -> str:
+        return self.proxy.host
+
+    @property
+    def port(self) -> int:
+        return self.proxy.port
+
+    @property
+    def address(self) -> Address:
+        return self.proxy.address
+
+    @property
+    def distant(self) -> str:
+        return self.proxy.distant
+
+    @property
+    def protocol(self) -> str:
+        """Set for the session by ``--vaurien-protocol`` or ``vaurien_protocol``."""
+        return self.proxy.plan.protocol
+
+    @property
+    def behavior(self) -> str:
+        return self.proxy.behavior
+
+    @property
+    def rules(self) -> list[Rule]:
+        return self.proxy.rules
+
+    def rule(self, name: str) -> Rule:
+        return self.proxy.rule(name)
+
+    def set_behavior(self, spec: str, **options: Any) -> Any:
+        """As ``Proxy.set_behavior``; the test's teardown puts relay back anyway."""
+        return self.proxy.set_behavior(spec, **options)
+
+    def add_rule(self, rule: Rule | str) -> Rule:
+        return self.proxy.add_rule(rule)
+
+    def set_rules(self, rules: list[Rule | str]) -> list[Rule]:
+        return self.proxy.set_rules(rules)
+
+    @property
+    def connections(self) -> list[ConnectionRecord]:
+        """The running test's connections (see :class:`_Window`), else all."""
+        return self._window.connections if self._window else self.proxy.connections
+
+    @property
+    def exchanges(self) -> list[ExchangeRecord]:
+        return self._window.exchanges if self._window else self.proxy.exchanges
+
+    @property
+    def stats(self) -> Stats:
+        return self._window.stats if self._window else self.proxy.stats
+
+    def begin(self, settings: Settings, registry: Registry, seed: int) -> _Window:
+        """Put the test's plan in force; new connections draw from ``seed``.
+
+        Open connections take it from their next chunk (or unit), as after
+        ``set_behavior``: the engine swaps whole plans, compared by identity.
+
+        :raises VaurienError: for a bad option or rule; nothing changes then.
+        """
+        proxy = self.proxy
+        plan = plan_from_settings(settings, registry, proxy, seed=seed)
+        for rule in plan.rules:  # ``with rule:`` removes it from this proxy
+            rule.owner = proxy
+        self._window = _Window(proxy, plan.spec)
+        proxy.seed = seed
+        proxy.random = random.Random(seed)
+        # no public setter takes a whole plan: set_behavior lays options over
+        # the old ones and keeps the session's seed, where a test must get
+        # exactly its own configuration, as a fresh proxy would
+        proxy._plan = plan
+        return self._window
+
+    def end(self) -> None:
+        """Back to transparent relay, up, with the session's seed."""
+        proxy = self.proxy
+        proxy._plan = self._idle
+        proxy.seed = self._seed
+        proxy.random = random.Random(self._seed)
+        if self._window is not None:
+            self._window.freeze()
+            self._window = None
+        if not proxy.enabled:
+            proxy.enable()
+
+
+def _session_distant(request: pytest.FixtureRequest) -> object:
+    """``vaurien_distant`` if it is session-scoped (a conftest override), else
+    what the command line and ini file say (markers are per test)."""
+    try:
+        return request.getfixturevalue("vaurien_distant")
+    except pytest.fail.Exception as error:
+        text = str(error)
+        if "ScopeMismatch" not in text:
+            raise
+        requested = text.rpartition("Requested fixture:")[2].replace("\\", "/")
+        if "pytest_vaurien/plugin.py" not in requested:  # not the default: an override
+            pytest.fail(
+                "vaurien_session_proxies needs vaurien_distant at session scope: declare "
+                'the override with @pytest.fixture(scope="session")',
+                pytrace=False,
+            )
+    config = request.config
+    distants = _configured_distants(config)
+    if distants is not None:
+        return distants
+    layers: list[Layer] = config.stash[_LAYERS]
+    settings = resolve(layers)
+    if settings.distant is None:
+        pytest.fail(
+            NO_SESSION_DISTANT,
+            pytrace=False,
+        )
+    return format_address(settings.distant)
+
+
+@pytest.fixture(scope="session")
+def vaurien_session_proxies(request: pytest.FixtureRequest) -> Iterator[dict[str, SessionProxy]]:
+    """A proxy per backend of ``vaurien_distant`` for the whole session (per
+    xdist worker), by name, for pools an application makes once.
+
+    Each test that uses it gets its own behavior, options and rules from its
+    setup to its teardown (its markers, else the command line and ini file),
+    and its own records and report; between tests, transparent relay. The
+    protocol is the session's (``--vaurien-protocol``, ``vaurien_protocol``).
+    Connections stay open across tests.
+    """
+    config = request.config
+    value = _session_distant(request)
+    sessions: dict[str, SessionProxy] = {}
+    try:
+        try:
+            distants = _as_distants(value, "vaurien_distant")
+            for name, distant in distants.items():
+                fixture = Layer(source=f"vaurien_distant ({name})", distant=distant)
+                settings = dataclasses.replace(
+                    resolve([*config.stash[_LAYERS], fixture]),
+                    behavior=parse_behavior("100:dummy"),
+                    behavior_source="between tests",
+                    options={},
+                    rules=(),
+                )
+                text = f"{config.stash[_SEED]}:session:{name}"
+                proxy = Proxy.from_settings(
+                    settings,
+                    registry=config.stash[_BASE_REGISTRY],
+                    seed=int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big"),
+                    name=f"vaurien-proxy[session]:{name}",
+                )
+                proxy.start()
+                sessions[name] = SessionProxy(proxy, name)
+        except VaurienError as error:
+            _fail(error)
+        yield sessions
+    finally:
+        problems = []
+        for session in sessions.values():
+            try:
+                session.proxy.stop()
+            except ProxyError as error:
+                problems.append(str(error))
+            config.stash[_SESSION_STATS] = config.stash[_SESSION_STATS] + session.proxy.stats
+        if problems:
+            pytest.fail("\n".join(problems), pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def vaurien_session_proxy(vaurien_session_proxies: dict[str, SessionProxy]) -> SessionProxy:
+    """The session proxy named ``default`` (a lone ``vaurien_distant`` is):
+    a proxy for the whole session that each test configures for itself."""
+    if DEFAULT not in vaurien_session_proxies:
+        _fail(
+            _names_error(
+                "vaurien_session_proxy", vaurien_session_proxies, "vaurien_session_proxies"
+            )
+        )
+    return vaurien_session_proxies[DEFAULT]
+
+
+@pytest.fixture(autouse=True)
+def _vaurien_session_test(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Give the session proxies this test's configuration from its setup to
+    its teardown, when it uses them (an autouse fixture: set up first, torn
+    down last, so its other fixtures see the same faults)."""
+    item = request.node
+    fixtures = getattr(item, "fixturenames", ())
+    if not any(name in fixtures for name in SESSION_FIXTURES):
+        yield
+        return
+    sessions: dict[str, SessionProxy] = request.getfixturevalue("vaurien_session_proxies")
+    begun: list[tuple[SessionProxy, _Window, bool]] = []
+    try:
+        registry = _test_registry(request)
+        for name, session in sessions.items():
+            settings = resolve(_layers(item, name))
+            if settings.protocol != session.protocol:
+                raise ConfigError(
+                    f"{settings.protocol_source}: protocol={settings.protocol!r} for the "
+                    f"session proxy {name!r}, which relays {session.protocol!r} for the whole "
+                    "session; set a session proxy's protocol with --vaurien-protocol or "
+                    "vaurien_protocol in the ini file"
+                )
+            window = session.begin(settings, registry, _proxy_seed(item, f"session:{name}"))
+            begun.append((session, window, _marker_allows_refused(item, name)))
+            _names_so_far(item).add(name)
+            item.stash.setdefault(_ITEM_PROXIES, []).append(window)
+        if not any(name in fixtures for name in ("vaurien_proxies", "vaurien_proxy_factory")):
+            _check_targets(item, _names_so_far(item))
+    except VaurienError as error:
+        for session, _, _ in begun:
+            session.end()
+        _fail(error)
+    except BaseException:
+        for session, _, _ in begun:
+            session.end()
+        raise
+    yield
+    problems: list[str] = []
+    for session, window, allow_refused in begun:
+        session.end()
+        problems.extend(_handler_errors(session.proxy.name, window.errors))
+        if not allow_refused:
+            problems.extend(_refused_problem(session.distant, window.stats))
+    if problems:
+        pytest.fail("\n".join(problems), pytrace=False)
