@@ -12,7 +12,7 @@ import textwrap
 import pytest
 
 from tests import backends
-from tests.test_several_backends import STORES, conftest
+from tests.test_several_backends import EXAMPLES, STORES, conftest, doc_blocks, run_example
 
 #: Session pools through the session proxies, opened by the first test that asks.
 POOLS = """\
@@ -309,3 +309,18 @@ def test_a_target_for_a_session_proxy_that_does_not_exist(stores):
             "its proxies: postgres, redis"
         ]
     )
+
+
+def test_the_long_lived_pools_example_runs(pytester, monkeypatch, redis_server, postgres_server):
+    result = run_example(
+        pytester, monkeypatch, "example_long_lived_pools", redis_server, postgres_server
+    )
+    result.assert_outcomes(passed=3)
+
+
+def test_the_long_lived_pools_page_shows_the_example_word_for_word():
+    example = (EXAMPLES / "example_long_lived_pools.py").read_text()
+    blocks = doc_blocks("long-lived-pools.md")
+    assert len(blocks) >= 3
+    for block in blocks:
+        assert block in example, block

@@ -7,10 +7,18 @@ through the proxies, with redis-py and psycopg 3, as an application would.
 from __future__ import annotations
 
 import textwrap
+from pathlib import Path
 
+import psycopg
 import pytest
+import redis
 
 from tests import backends
+
+#: Imported here, before any in-process inner run, so that pytester's restore of
+#: sys.modules keeps them: psycopg's C extension cannot be imported twice, and a
+#: second import's OperationalError would not be the class it raises.
+CLIENT_MODULES = (psycopg, redis)
 
 #: The inner runs' helpers: clients that fail fast (no retries, short timeouts).
 STORES = """\
@@ -72,8 +80,8 @@ def test_a_marker_with_target_faults_one_backend_only(stores):
             assert vaurien_proxies["redis"].behavior == "100:dummy"
             client = redis_client(vaurien_proxies["redis"])
             try:
-                assert client.set("stock:apple", 3)
-                assert client.get("stock:apple") == b"3"
+                assert client.set("fruit:apple", 3)
+                assert client.get("fruit:apple") == b"3"
             finally:
                 client.close()
             with pytest.raises(psycopg.OperationalError):
@@ -196,7 +204,9 @@ def test_a_target_that_names_no_proxy_fails_listing_the_names(stores):
         "*vaurien marker on {}: target 'mysql' names no proxy of this test; "
         "its proxies: postgres, redis"
     )
-    result.stdout.fnmatch_lines(["*ERROR at setup of test_fixture*", message.format("test_fixture")])
+    result.stdout.fnmatch_lines(
+        ["*ERROR at setup of test_fixture*", message.format("test_fixture")]
+    )
     # with the factory a name may come later: said when the test ends
     result.stdout.fnmatch_lines(
         ["*ERROR at teardown of test_factory*", message.format("test_factory")]
@@ -272,7 +282,10 @@ def test_ini_vaurien_distants(pytester, redis_server, postgres_server):
 @pytest.mark.parametrize(
     ("ini", "message"),
     [
-        ("vaurien_distants = cache", "*vaurien_distants (tox.ini): 'cache' is not NAME = HOST:PORT"),
+        (
+            "vaurien_distants = cache",
+            "*vaurien_distants (tox.ini): 'cache' is not NAME = HOST:PORT",
+        ),
         (
             "vaurien_distants = cache = 127.0.0.1",
             "*vaurien_distants (tox.ini): cache: '127.0.0.1' has no port*",
@@ -320,3 +333,42 @@ def test_a_failing_test_reports_each_proxy(stores):
             "*-> 127.0.0.1:*, behavior 'blackout': 0 connections",
         ]
     )
+
+
+EXAMPLES = Path(__file__).resolve().parent / "fixtures_examples"
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+
+
+def run_example(
+    pytester: pytest.Pytester,
+    monkeypatch: pytest.MonkeyPatch,
+    name: str,
+    redis_server: backends.Server,
+    postgres_server: backends.Server,
+) -> pytest.RunResult:
+    """Run tests/fixtures_examples/``name`` as a user would, against both servers."""
+    monkeypatch.setenv("REDIS_ADDRESS", redis_server.distant)
+    monkeypatch.setenv("POSTGRES_ADDRESS", postgres_server.distant)
+    pytester.makepyfile(**{f"test_{name}": (EXAMPLES / f"{name}.py").read_text()})
+    return pytester.runpytest()
+
+
+def doc_blocks(page: str) -> list[str]:
+    """The python code blocks of a docs page."""
+    text = (DOCS / page).read_text()
+    return [block.split("```", 1)[0] for block in text.split("```python\n")[1:]]
+
+
+def test_the_several_backends_example_runs(pytester, monkeypatch, redis_server, postgres_server):
+    result = run_example(
+        pytester, monkeypatch, "example_several_backends", redis_server, postgres_server
+    )
+    result.assert_outcomes(passed=4)
+
+
+def test_the_several_backends_page_shows_the_example_word_for_word():
+    example = (EXAMPLES / "example_several_backends.py").read_text()
+    blocks = doc_blocks("several-backends.md")
+    assert len(blocks) >= 3
+    for block in blocks:
+        assert block in example, block
