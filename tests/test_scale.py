@@ -175,7 +175,7 @@ def test_running_out_of_descriptors_warns_once_per_burst(tmp_path):
     lines = result.stderr.splitlines()
     assert lines[-1] == "done", result.stderr
     [failures] = [int(line.split()[1]) for line in lines if line.startswith("failures")]
-    assert failures >= 2, result.stderr
+    assert failures >= 1, result.stderr  # usually many; one warning however many
     warnings = [line for line in lines if line.startswith("WARNING")]
     assert len(warnings) == 1, result.stderr
     assert "failed: Too many open files (open file limit" in warnings[0]

@@ -489,11 +489,10 @@ class ExchangeRelay:
         self.incoming = exchange
         fault = exchange.fault
         forced = exchange.info.fields.get("error_after")
-        if fault is not None and fault.answer is not None and forced is not None:
-            # the protocol says when an error must come after the backend acted
-            # (an SMTP body: the server is in its data phase) or before (DATA)
-            if fault.after != forced:
-                exchange.fault = fault = dataclasses.replace(fault, after=forced)
+        # the protocol may say when an error must come after the backend acted
+        # (an SMTP body: the server is in its data phase) or before (DATA)
+        if fault is not None and fault.answer is not None and forced not in (None, fault.after):
+            exchange.fault = fault = dataclasses.replace(fault, after=forced)
         substitute = exchange.info.fields.get("substitute")
         if substitute is not None and fault is not None and fault.answer is None:
             # the protocol keeps both sides in step (Redis: an EXEC after a

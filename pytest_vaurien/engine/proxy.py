@@ -364,6 +364,33 @@ class Proxy:
         self._plan = relayered(previous, spec, parsed, self._registry, where=where, proxy=self)
         return _Restore(self, previous)
 
+    def configure(
+        self, settings: Settings, *, registry: Registry | None = None, seed: int | None = None
+    ) -> str:
+        """Put ``settings``' behavior, options and rules in force, whole (a
+        session proxy lent to a test): not laid over the current ones as
+        ``set_behavior`` does. ``seed`` reseeds what new connections draw.
+        Returns the behavior spec now in force.
+
+        :raises ConfigError: for a bad option or rule, or another protocol
+            than the proxy's; nothing changes then.
+        """
+        if settings.protocol != self._plan.protocol:
+            raise ConfigError(
+                f"{settings.protocol_source}: protocol {settings.protocol!r}, but {self.name} "
+                f"frames {self._plan.protocol!r} for its whole life"
+            )
+        seed = self.seed if seed is None else seed
+        plan = plan_from_settings(settings, registry or self._registry, self, seed=seed)
+        self.seed, self.random = seed, random.Random(seed)
+        self._plan = self._own(plan)
+        return plan.spec
+
+    def restore(self, plan: Plan, seed: int) -> None:
+        """Put back a plan and seed saved from ``plan``/``seed`` (after ``configure``)."""
+        self.seed, self.random = seed, random.Random(seed)
+        self._plan = self._own(plan)
+
     @property
     def rules(self) -> list[Rule]:
         """The live rules, in order: ``matched`` and ``fired`` keep counting."""
