@@ -37,13 +37,14 @@ body). When a framer meets what it cannot parse, or a protocol switch
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 __all__ = [
     "End",
     "Event",
+    "Framed",
     "Head",
     "Matcher",
     "MessageInfo",
@@ -143,7 +144,8 @@ class Matcher(Protocol):
 class WireProtocol(Protocol):
     """One protocol module's entry point (``pytest_vaurien.protocols.http.HTTP``)."""
 
-    name: str
+    @property
+    def name(self) -> str: ...
 
     def request_framer(self) -> RequestFramer: ...
 
@@ -167,3 +169,19 @@ class WireProtocol(Protocol):
         """The protocol's own error answering ``request`` and its summary
         (``b"HTTP/1.1 503 ..."``, ``"503"``), from the ``error`` handler's options."""
         ...
+
+
+@dataclass(frozen=True)
+class Framed:
+    """A protocol whose framers share nothing: its parts, as plain functions.
+
+    What most protocol modules export as ``PROTOCOL`` (HTTP, Redis,
+    memcache): one line instead of a class that only delegates.
+    """
+
+    name: str
+    request_framer: Callable[[], RequestFramer]
+    response_framer: Callable[[], ResponseFramer]
+    parse_match: Callable[[object, str], Matcher]
+    error_reply: Callable[[Mapping[str, Any], MessageInfo], tuple[bytes, str]]
+    check_error_options: Callable[[Mapping[str, Any], str], None]

@@ -17,13 +17,12 @@ from __future__ import annotations
 import re
 from collections import deque
 from collections.abc import Mapping
-from typing import Any
 
 from pytest_vaurien.protocols.base import (
     End,
     Event,
+    Framed,
     Head,
-    Matcher,
     MessageInfo,
     Opaque,
     Part,
@@ -42,7 +41,6 @@ __all__ = [
     "MAX_HEAD",
     "MAX_LINE",
     "PROTOCOL",
-    "HttpProtocol",
     "HttpRequestFramer",
     "HttpResponseFramer",
     "check_error_options",
@@ -518,27 +516,8 @@ def _split_target(target: str) -> tuple[str, str]:
     return path, query
 
 
-class HttpProtocol:
-    """HTTP/1.1 for the proxy: framers, ``match`` forms and ``error`` replies."""
-
-    name = "http"
-
-    def request_framer(self) -> HttpRequestFramer:
-        return HttpRequestFramer()
-
-    def response_framer(self) -> HttpResponseFramer:
-        return HttpResponseFramer()
-
-    def parse_match(self, match: object, where: str) -> Matcher:
-        return parse_match(match, where)
-
-    def error_reply(self, options: Mapping[str, Any], request: MessageInfo) -> tuple[bytes, str]:
-        return error_reply(options, request)
-
-    def check_error_options(self, options: Mapping[str, Any], where: str) -> None:
-        check_error_options(options, where)
-
-
-PROTOCOL = HttpProtocol()
+PROTOCOL = Framed(
+    "http", HttpRequestFramer, HttpResponseFramer, parse_match, error_reply, check_error_options
+)
 #: The same object, typed as the interface (mypy checks that it conforms).
 HTTP: WireProtocol = PROTOCOL

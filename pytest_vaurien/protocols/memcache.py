@@ -31,6 +31,7 @@ from pytest_vaurien.errors import ConfigError
 from pytest_vaurien.protocols.base import (
     End,
     Event,
+    Framed,
     Head,
     Matcher,
     MessageInfo,
@@ -46,7 +47,6 @@ __all__ = [
     "MEMCACHE",
     "PROTOCOL",
     "MemcacheMatcher",
-    "MemcacheProtocol",
     "MemcacheRequestFramer",
     "MemcacheResponseFramer",
     "check_error_options",
@@ -450,27 +450,13 @@ def error_reply(options: Mapping[str, Any], request: MessageInfo) -> tuple[bytes
     return f"{reply}\r\n".encode(), reply.split()[0][:40]
 
 
-class MemcacheProtocol:
-    """memcached's text protocol for the proxy: framers, ``match`` forms, ``error`` replies."""
-
-    name = "memcache"
-
-    def request_framer(self) -> MemcacheRequestFramer:
-        return MemcacheRequestFramer()
-
-    def response_framer(self) -> MemcacheResponseFramer:
-        return MemcacheResponseFramer()
-
-    def parse_match(self, match: object, where: str) -> Matcher:
-        return parse_match(match, where)
-
-    def error_reply(self, options: Mapping[str, Any], request: MessageInfo) -> tuple[bytes, str]:
-        return error_reply(options, request)
-
-    def check_error_options(self, options: Mapping[str, Any], where: str) -> None:
-        check_error_options(options, where)
-
-
-PROTOCOL = MemcacheProtocol()
+PROTOCOL = Framed(
+    "memcache",
+    MemcacheRequestFramer,
+    MemcacheResponseFramer,
+    parse_match,
+    error_reply,
+    check_error_options,
+)
 #: The same object, typed as the interface (mypy checks that it conforms).
 MEMCACHE: WireProtocol = PROTOCOL

@@ -14,14 +14,13 @@ what cannot be parsed does so at once: framing never breaks traffic.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 from pytest_vaurien.protocols.base import (
     End,
     Event,
+    Framed,
     Head,
-    Matcher,
     MessageInfo,
     Opaque,
     Part,
@@ -46,7 +45,6 @@ __all__ = [
     "PROTOCOL",
     "REDIS",
     "SUBSTITUTE",
-    "RedisProtocol",
     "RedisRequestFramer",
     "RedisResponseFramer",
     "check_error_options",
@@ -337,27 +335,8 @@ class RedisRequestFramer:
         return MessageInfo(f"{command} {sub}" if sub else command, fields)
 
 
-class RedisProtocol:
-    """Redis (RESP2, RESP3) for the proxy: framers, ``match`` forms and ``error`` replies."""
-
-    name = "redis"
-
-    def request_framer(self) -> RedisRequestFramer:
-        return RedisRequestFramer()
-
-    def response_framer(self) -> RedisResponseFramer:
-        return RedisResponseFramer()
-
-    def parse_match(self, match: object, where: str) -> Matcher:
-        return parse_match(match, where)
-
-    def error_reply(self, options: Mapping[str, Any], request: MessageInfo) -> tuple[bytes, str]:
-        return error_reply(options, request)
-
-    def check_error_options(self, options: Mapping[str, Any], where: str) -> None:
-        check_error_options(options, where)
-
-
-PROTOCOL = RedisProtocol()
+PROTOCOL = Framed(
+    "redis", RedisRequestFramer, RedisResponseFramer, parse_match, error_reply, check_error_options
+)
 #: The same object, typed as the interface (mypy checks that it conforms).
 REDIS: WireProtocol = PROTOCOL
