@@ -38,7 +38,8 @@ def test_a_rule_on_rcpt_refuses_that_recipient_only(smtp_server) -> None:
         assert (proxy.rule("org").matched, proxy.rule("org").fired) == (2, 2)
         requests = [r.request for r in proxy.exchanges]
     assert "EHLO" not in " ".join(requests)  # the handshake is no unit
-    assert requests[0].startswith("MAIL FROM:<a@example.com>")
+    # smtplib writes "MAIL FROM:" before Python 3.13 and "MAIL from:" since
+    assert requests[0].upper().startswith("MAIL FROM:<A@EXAMPLE.COM>")
     assert requests[1:5] == [
         "RCPT TO:<b@example.org>",
         "RCPT TO:<c@example.net>",
