@@ -583,9 +583,11 @@ class ExchangeRelay:
             self._answer(exchange)
 
     def _answer(self, exchange: Exchange) -> None:
+        # recorded before it is sent: a client that got the answer may read
+        # the record at once
+        exchange.done(exchange.synthetic_summary, "answered")
         self.to_client.add(exchange.synthetic)
         self.to_client.flush()
-        exchange.done(exchange.synthetic_summary, "answered")
         closes = getattr(self.wire, "closes_after_error", None)
         fault = exchange.fault
         if closes is not None and fault is not None and closes(fault.answer or {}):
