@@ -388,7 +388,10 @@ def _serve(proxy: Proxy, reloader: Reloader | None, port_file: str | None) -> in
             proxy.seed,
         )
         while True:
-            signum = signals.get()
+            try:  # bounded: pending signal handlers run at least this often
+                signum = signals.get(timeout=1.0)
+            except queue.Empty:
+                continue
             if signum != SIGHUP:
                 break
             if reloader is None:

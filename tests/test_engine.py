@@ -292,3 +292,17 @@ def test_a_name_with_several_addresses_reaches_the_one_that_listens(echo_server)
         upstream = proxy.upstream
         upstream.resolved = [(socket.AF_INET, refused_address()), *(upstream.resolved or [])]
         assert roundtrip(proxy.address, b"either") == b"either"
+
+
+def test_the_proxy_thread_leaves_the_programs_signals_to_the_main_thread(echo_server):
+    """A SIGTERM landing in the proxy's thread was only flagged there, and the
+    vaurien command, blocked waiting for it in its main thread, hung."""
+    import signal
+
+    with Proxy(echo_server.distant, name="vaurien-proxy-signals") as proxy:
+        assert proxy.running
+        [thread] = [t for t in threading.enumerate() if t.name == "vaurien-proxy-signals"]
+        with open(f"/proc/self/task/{thread.native_id}/status") as status:
+            blocked = next(int(line.split()[1], 16) for line in status if line.startswith("SigBlk"))
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGALRM):
+        assert blocked & (1 << (signum - 1)), signum

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import random
 import resource
+import signal
 import socket
 import sys
 import threading
@@ -536,6 +537,7 @@ class Proxy:
     # -- inside the proxy thread ----------------------------------------
 
     def _run(self, ready: NativeEvent) -> None:
+        _keep_signals_for_the_main_thread()
         hub = gevent.get_hub()
         try:
             try:
@@ -668,6 +670,25 @@ class Proxy:
                     self.on_record(record)
                 except Exception as error:  # a broken callback must not break the relay
                     print(f"{self.name}: on_record failed: {error!r}", file=sys.stderr)
+
+
+#: Signals meant for the program (Ctrl-C, a stop, a reload, pytest-timeout's alarm).
+_PROGRAM_SIGNALS = frozenset(
+    getattr(signal, name)
+    for name in ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT", "SIGALRM", "SIGUSR1", "SIGUSR2")
+    if hasattr(signal, name)
+)
+
+
+def _keep_signals_for_the_main_thread() -> None:
+    """Block the program's signals in the proxy's thread.
+
+    The kernel hands a process's signal to any thread that does not block it;
+    if it lands here, Python only flags it, and a main thread blocked on a
+    lock (the command waiting for SIGTERM) may never see it.
+    """
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_BLOCK, _PROGRAM_SIGNALS)
 
 
 def _destroy(hub: Any) -> None:
