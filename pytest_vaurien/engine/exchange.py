@@ -518,9 +518,23 @@ class ExchangeRelay:
         if fault.answer is not None and not fault.after:
             by_backend = getattr(self.wire, "error_request", None)
             request = by_backend(fault.answer, exchange.info) if by_backend else None
+            if isinstance(request, tuple):
+                # the server is sent something else that puts it in the state
+                # the error implies (MySQL: a deadlock rolls back, so ROLLBACK),
+                # and the client gets the error: both sides agree
+                sent, reply = request
+                self._prepare_answer(exchange)
+                if reply:
+                    exchange.synthetic = reply
+                exchange.fault = dataclasses.replace(fault, after=True)
+                self._expect(exchange)
+                out.add(sent)
+                self._drop_body = True
+                self._told_answered(exchange)
+                return True
             if request is not None:
                 # inside a transaction the server itself raises the error, so
-                # both sides agree the transaction failed (PostgreSQL, MySQL)
+                # both sides agree the transaction failed (PostgreSQL)
                 self._expect(exchange)
                 exchange.record.outcome = "answered by the backend"
                 exchange.fault = _RELAY

@@ -23,6 +23,7 @@ PROTOCOLS: dict[str, str | None] = {
     "redis": "pytest_vaurien.protocols.redis",
     "postgresql": "pytest_vaurien.protocols.postgresql",
     "memcache": "pytest_vaurien.protocols.memcache",
+    "mysql": "pytest_vaurien.protocols.mysql",
     "smtp": "pytest_vaurien.protocols.smtp",
 }
 

@@ -20,10 +20,12 @@ matching needs:
 
 Optional hooks: a request framer's ``answered(info)`` is called when the
 proxy answered that request itself (it never reached the backend); a
-protocol's ``error_request(options, info) -> bytes | None`` may return a
-request that makes the *backend* raise the error (inside a PostgreSQL
-transaction, so that server and client agree it failed); the backend's reply
-then goes to the client; a protocol's ``closes_after_error(options) -> bool``
+protocol's ``error_request(options, info)`` may return a request that makes
+the *backend* raise the error (inside a PostgreSQL transaction, so that
+server and client agree it failed), whose reply then goes to the client; or a
+tuple ``(request, reply)``: the request puts the backend in the state the
+error implies (MySQL: ``ROLLBACK`` for a deadlock), and the client gets the
+protocol's error (``reply``, if not empty, instead of ``error_reply``'s); a protocol's ``closes_after_error(options) -> bool``
 says that an error the proxy answered ends the session (PostgreSQL FATAL):
 the proxy closes the connection after it.
 

@@ -274,7 +274,11 @@ class MysqlRequestFramer(_Framer):
         if sql is not None:
             fields["sql"] = sql
         if not plan:
+            # no reply comes (Close, Quit): an error the client never asked for
+            # would pass for the reply to its next command, so these are never
+            # faulted, as the handshake is not
             fields["noreply"] = True
+            fields["handshake"] = True
         summary = shorten(sql) if sql and code in (0x03, 0x16, 0x17) else name
         if code == 0x16:
             summary = f"PREPARE {summary}"
@@ -472,11 +476,6 @@ class MysqlResponseFramer(_Framer):
 
 _LOCAL = threading.local()
 
-#: Whether ``error_request`` may return ``(bytes, reply)``: the engine sends
-#: the bytes (a ROLLBACK) and answers the client with the reply. Off until the
-#: engine takes such a tuple (today it relays the backend's reply).
-SUBSTITUTE_ERRORS = False
-
 
 class MysqlProtocol:
     """MySQL and MariaDB for the proxy: framers, ``match`` forms and ``error`` replies."""
@@ -507,8 +506,6 @@ class MysqlProtocol:
     ) -> tuple[bytes, bytes] | None:
         """A deadlock inside a transaction: the server rolls it back too (a
         ROLLBACK goes instead of the command), the client gets the ERR."""
-        if not SUBSTITUTE_ERRORS:
-            return None
         return mysql_match.rollback_request(options, request)
 
 

@@ -20,7 +20,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pytest_vaurien.errors import ConfigError
-from pytest_vaurien.protocols import mysql
 from pytest_vaurien.protocols.base import End, Event, Head, MessageInfo, Opaque, Part, Switched
 from pytest_vaurien.protocols.mysql import (
     CLIENT_DEPRECATE_EOF,
@@ -300,7 +299,7 @@ def test_a_deadlock_in_a_transaction_rolls_it_back() -> None:
     assert substitute == (query(b"ROLLBACK"), error_reply({}, inside)[0])
     assert rollback_request({}, outside) is None
     assert rollback_request({"errno": 1205}, inside) is None
-    assert PROTOCOL.error_request({}, inside) == (substitute if mysql.SUBSTITUTE_ERRORS else None)
+    assert PROTOCOL.error_request({}, inside) == substitute
 
 
 def test_shorten() -> None:
