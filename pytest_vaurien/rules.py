@@ -17,6 +17,7 @@ import math
 from collections.abc import Iterable, Mapping
 from typing import Any, Protocol
 
+from pytest_vaurien.echo import echo
 from pytest_vaurien.errors import ConfigError
 from pytest_vaurien.schedule import Schedule, parse_schedule
 
@@ -26,10 +27,6 @@ __all__ = ["PER", "RULE_KEYS", "Rule", "coerce_rules", "parse_rule"]
 RULE_KEYS = ("match", "schedule", "percent", "per", "name")
 #: What ordinals count: the units this rule matched, or those of each connection.
 PER = ("rule", "connection")
-
-
-def _short(text: str, limit: int = 60) -> str:
-    return text if len(text) <= limit else f"{text[: limit - 3]}... ({len(text)} characters)"
 
 
 def _fault(fault: object, where: str) -> tuple[str, ...]:
@@ -42,7 +39,7 @@ def _fault(fault: object, where: str) -> tuple[str, ...]:
     for name in chain:
         if not name or not all(part.isidentifier() for part in name.split(".")):
             raise ConfigError(
-                f"{where}: fault {_short(fault)!r} has handler name {name!r}; expected a name "
+                f"{where}: fault {echo(fault)} has handler name {name!r}; expected a name "
                 "or a dotted path such as 'error' or 'package.module.Handler'"
             )
     return chain
@@ -55,7 +52,7 @@ def _percent(value: object, where: str) -> float:
         percent = math.nan
     if isinstance(value, bool) or not 0.0 <= percent <= 100.0:
         raise ConfigError(
-            f"{where}: percent={_short(repr(value))} is not valid; expected a number from 0 to 100"
+            f"{where}: percent={echo(value)} is not valid; expected a number from 0 to 100"
         )
     return percent
 
@@ -92,7 +89,7 @@ class Rule:
         self.fault = "+".join(self.chain)
         if match is not None and not isinstance(match, (str, Mapping)):
             raise ConfigError(
-                f"{where}: match={_short(repr(match))} is not valid; expected a string in the "
+                f"{where}: match={echo(match)} is not valid; expected a string in the "
                 "protocol's short form or a dict"
             )
         self.match = dict(match) if isinstance(match, Mapping) else match
@@ -212,7 +209,7 @@ def parse_rule(text: object, where: str = "rule") -> Rule:
         key = key.strip()
         if not sep or not key:
             raise ConfigError(
-                f"{where}: {_short(pair)!r} is not a key=value pair; expected e.g. "
+                f"{where}: {echo(pair)} is not a key=value pair; expected e.g. "
                 "'schedule=first:2' or 'status=503'"
             )
         if key in keywords:
@@ -244,7 +241,7 @@ def coerce_rules(items: object, where: str) -> list[Rule]:
         if isinstance(item, Rule):
             rules.append(item)
         elif isinstance(item, str):
-            rules.append(parse_rule(item, f"{where} {_short(repr(item))}"))
+            rules.append(parse_rule(item, f"{where} {echo(item)}"))
         else:
             raise ConfigError(
                 f"{where}[{position}]: {item!r} is not a rule; expected a pytest_vaurien.Rule "

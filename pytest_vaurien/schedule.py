@@ -12,6 +12,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from pytest_vaurien.echo import echo
 from pytest_vaurien.errors import ConfigError
 
 __all__ = ["ALWAYS", "Schedule", "parse_schedule"]
@@ -57,7 +58,7 @@ def _count(text: str, term: str, where: str, kind: str, least: int) -> int:
         value = None
     if value is None or value < least:
         raise ConfigError(
-            f"{where}: schedule term {_short(term)!r} is not valid; expected {FORMS[kind]}, "
+            f"{where}: schedule term {echo(term)} is not valid; expected {FORMS[kind]}, "
             f"{'N' if kind != 'every' else 'K'} a whole number >= {least}"
         )
     return value
@@ -70,15 +71,10 @@ def _seconds(text: str, term: str, where: str) -> float:
         value = math.nan
     if not math.isfinite(value) or value < 0:
         raise ConfigError(
-            f"{where}: schedule term {_short(term)!r} is not valid; expected {FORMS['window']}, "
+            f"{where}: schedule term {echo(term)} is not valid; expected {FORMS['window']}, "
             "times in seconds >= 0"
         )
     return value
-
-
-def _short(text: str, limit: int = 60) -> str:
-    """``text``, cut for a message if it is long."""
-    return text if len(text) <= limit else f"{text[: limit - 3]}... ({len(text)} characters)"
 
 
 def _term(term: str, where: str) -> Test:
@@ -86,7 +82,7 @@ def _term(term: str, where: str) -> Test:
     kind = kind.strip().lower()
     if not sep or kind not in FORMS:
         raise ConfigError(
-            f"{where}: schedule term {_short(term)!r} is not valid; expected one of "
+            f"{where}: schedule term {echo(term)} is not valid; expected one of "
             + "; ".join(FORMS[k] for k in sorted(FORMS))
         )
     if kind == "first":
@@ -110,7 +106,7 @@ def _term(term: str, where: str) -> Test:
     start_text, dots, end_text = arg.partition("..")
     if not dots:
         raise ConfigError(
-            f"{where}: schedule term {_short(term)!r} is not valid; expected {FORMS['window']}"
+            f"{where}: schedule term {echo(term)} is not valid; expected {FORMS['window']}"
         )
     start = _seconds(start_text, term, where)
     if not end_text.strip():
@@ -118,7 +114,7 @@ def _term(term: str, where: str) -> Test:
     end = _seconds(end_text, term, where)
     if end < start:
         raise ConfigError(
-            f"{where}: schedule term {_short(term)!r} ends before it starts; expected T0 <= T1"
+            f"{where}: schedule term {echo(term)} ends before it starts; expected T0 <= T1"
         )
     return lambda ordinal, time, fired: start <= time < end
 
@@ -140,7 +136,7 @@ def parse_schedule(text: object, where: str = "schedule") -> Schedule:
     terms = [term.strip() for term in text.split("&")]
     if any(not term for term in terms):
         raise ConfigError(
-            f"{where}: schedule {_short(text)!r} has an empty term; expected terms such as "
+            f"{where}: schedule {echo(text)} has an empty term; expected terms such as "
             "'first:2' joined with '&'"
         )
     return Schedule(text.strip(), tuple(_term(term, where) for term in terms))

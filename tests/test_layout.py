@@ -37,6 +37,7 @@ PURE = [
     f"{NAME}.protocols.base",
     f"{NAME}.protocols.http",
     f"{NAME}.protocols.http_match",
+    f"{NAME}.protocols.sql_match",
 ]
 
 

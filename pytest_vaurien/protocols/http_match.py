@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping
 from http import HTTPStatus
 from typing import Any
 
+from pytest_vaurien.echo import echo
 from pytest_vaurien.errors import ConfigError
 from pytest_vaurien.protocols.base import Matcher, MessageInfo
 
@@ -37,12 +38,6 @@ _KEYS = ("headers", "method", "path")
 _COMPUTED = frozenset({"content-length", "transfer-encoding"})
 
 _Glob = Callable[[str], object]
-
-
-def _cut(value: object) -> str:
-    """``repr(value)``, cut to its start when long: one line in a message."""
-    text = repr(value)
-    return text if len(text) <= 80 else f"{text[:60]}... ({len(text)} characters)"
 
 
 class HttpMatcher:
@@ -103,7 +98,7 @@ def parse_match(match: object, where: str) -> Matcher:
     if isinstance(match, Mapping):
         return _parse_dict(match, where)
     raise ConfigError(
-        f"{where}: {_cut(match)} is a {type(match).__name__}; expected a string or a dict "
+        f"{where}: {echo(match)} is a {type(match).__name__}; expected a string or a dict "
         f"with keys {', '.join(_KEYS)}"
     )
 
@@ -113,10 +108,10 @@ def _parse_text(match: str, where: str) -> HttpMatcher:
     if not words:
         raise ConfigError(f"{where}: the string is empty; {_FORMS}")
     if len(words) > 2:
-        raise ConfigError(f"{where}: {_cut(match)} has {len(words)} words; {_FORMS}")
+        raise ConfigError(f"{where}: {echo(match)} has {len(words)} words; {_FORMS}")
     if len(words) == 1 and not words[0].startswith(("/", "*")):
         raise ConfigError(
-            f"{where}: {_cut(match)} has no path (a path starts with / or *); {_FORMS}; "
+            f"{where}: {echo(match)} has no path (a path starts with / or *); {_FORMS}; "
             f"every path of a method is {words[0].upper()} *"
         )
     methods = _methods([words[0]], where) if len(words) == 2 else None
@@ -130,7 +125,7 @@ def _methods(values: list[str], where: str) -> frozenset[str]:
         for method in value.split("|"):
             if not _TOKEN(method):
                 raise ConfigError(
-                    f"{where}: method {_cut(method)} is not an HTTP method; "
+                    f"{where}: method {echo(method)} is not an HTTP method; "
                     "expected a name such as GET or POST, several joined with |"
                 )
             methods.add(method.upper())
@@ -140,7 +135,7 @@ def _methods(values: list[str], where: str) -> frozenset[str]:
 def _path(path: str, where: str) -> str:
     if not path.startswith(("/", "*")) or any(c.isspace() for c in path):
         raise ConfigError(
-            f"{where}: path {_cut(path)} is not a path glob; expected one starting "
+            f"{where}: path {echo(path)} is not a path glob; expected one starting "
             "with / or * (e.g. /payments/*; * also crosses /, the query string is not matched)"
         )
     return path
@@ -150,7 +145,7 @@ def _parse_dict(match: Mapping[Any, Any], where: str) -> HttpMatcher:
     unknown = [key for key in match if key not in _KEYS]
     if unknown:
         raise ConfigError(
-            f"{where}: unknown key(s) {', '.join(_cut(k) for k in unknown)}; "
+            f"{where}: unknown key(s) {', '.join(echo(k) for k in unknown)}; "
             f"known: {', '.join(_KEYS)}"
         )
     methods = None
@@ -163,7 +158,7 @@ def _parse_dict(match: Mapping[Any, Any], where: str) -> HttpMatcher:
             or not all(isinstance(v, str) for v in values)
         ):
             raise ConfigError(
-                f"{where}: method {_cut(value)} is not a method; expected a string "
+                f"{where}: method {echo(value)} is not a method; expected a string "
                 "such as 'POST' or a list such as ['GET', 'HEAD']"
             )
         methods = _methods(list(values), where)
@@ -171,7 +166,7 @@ def _parse_dict(match: Mapping[Any, Any], where: str) -> HttpMatcher:
     if "path" in match:
         if not isinstance(match["path"], str):
             raise ConfigError(
-                f"{where}: path {_cut(match['path'])} is not a path glob; expected a "
+                f"{where}: path {echo(match['path'])} is not a path glob; expected a "
                 "string starting with / or *"
             )
         path = _path(match["path"], where)
@@ -180,7 +175,7 @@ def _parse_dict(match: Mapping[Any, Any], where: str) -> HttpMatcher:
         isinstance(k, str) and _TOKEN(k) and isinstance(v, str) for k, v in headers.items()
     ):
         raise ConfigError(
-            f"{where}: headers {_cut(headers)} are not header globs; expected a dict "
+            f"{where}: headers {echo(headers)} are not header globs; expected a dict "
             "of header name -> value glob, e.g. {'content-type': 'application/json*'}"
         )
     text = ", ".join(f"{key}={match[key]!r}" for key in _KEYS if key in match)
@@ -243,11 +238,11 @@ def _reply_parts(
         status = int(status)
     if isinstance(status, bool) or not isinstance(status, int) or not 100 <= status <= 599:
         raise ConfigError(
-            f"{where}: status={_cut(status)} is not an HTTP status; expected a number from 100 to 599"
+            f"{where}: status={echo(status)} is not an HTTP status; expected a number from 100 to 599"
         )
     reason = options.get("reason") or ""
     if not isinstance(reason, str) or _CONTROL(reason):
-        raise ConfigError(f"{where}: reason={_cut(reason)}: expected one line of text")
+        raise ConfigError(f"{where}: reason={echo(reason)}: expected one line of text")
     reason = reason.strip() or standard_reason(status)  # the error handler's default is ""
     body = options.get("body", DEFAULT_BODY)
     if body is None:
@@ -257,7 +252,7 @@ def _reply_parts(
     elif isinstance(body, (bytes, bytearray)):
         body = bytes(body)
     else:
-        raise ConfigError(f"{where}: body={_cut(body)}: expected text or bytes")
+        raise ConfigError(f"{where}: body={echo(body)}: expected text or bytes")
     return status, reason, _headers(options.get("headers"), where), body
 
 
@@ -273,7 +268,7 @@ def _headers(value: object, where: str) -> list[tuple[str, str]]:
             name, colon, text = line.partition(":")
             if not colon:
                 raise ConfigError(
-                    f"{where}: headers line {_cut(line)} has no colon; "
+                    f"{where}: headers line {echo(line)} has no colon; "
                     "expected 'Name: value' lines, e.g. 'Retry-After: 5'"
                 )
             pairs.append((name.strip(), text.strip(" \t")))
@@ -281,18 +276,18 @@ def _headers(value: object, where: str) -> list[tuple[str, str]]:
         pairs = list(value.items())
     else:
         raise ConfigError(
-            f"{where}: headers={_cut(value)}: expected a dict or 'Name: value' lines, "
+            f"{where}: headers={echo(value)}: expected a dict or 'Name: value' lines, "
             "e.g. {'Retry-After': '5'}"
         )
     headers = []
     for key, item in pairs:
         if not isinstance(key, str) or not _TOKEN(key):
-            raise ConfigError(f"{where}: header name {_cut(key)} is not a field name (RFC 9110)")
+            raise ConfigError(f"{where}: header name {echo(key)} is not a field name (RFC 9110)")
         if isinstance(item, bool) or not isinstance(item, (str, int)):
-            raise ConfigError(f"{where}: header {key}={_cut(item)}: expected text or a number")
+            raise ConfigError(f"{where}: header {key}={echo(item)}: expected text or a number")
         line = str(item).strip(" \t")
         if _CONTROL(line):  # a CR or LF would let a value inject lines into the reply
-            raise ConfigError(f"{where}: header {key}={_cut(line)} has a control character")
+            raise ConfigError(f"{where}: header {key}={echo(line)} has a control character")
         if key.lower() not in _COMPUTED:
             headers.append((key, line))
     return headers

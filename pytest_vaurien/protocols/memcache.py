@@ -27,6 +27,7 @@ from collections import deque
 from collections.abc import Mapping
 from typing import Any
 
+from pytest_vaurien.echo import echo
 from pytest_vaurien.errors import ConfigError
 from pytest_vaurien.protocols.base import (
     End,
@@ -370,11 +371,6 @@ _FORMS = (
 )
 
 
-def _cut(value: object) -> str:
-    text = repr(value)
-    return text if len(text) <= 80 else f"{text[:60]}... ({len(text)} characters)"
-
-
 class MemcacheMatcher:
     """A parsed memcache ``match``: command names and a glob on any key, both must hold."""
 
@@ -399,10 +395,10 @@ class MemcacheMatcher:
 def _commands(value: object, where: str) -> frozenset[str]:
     names = value.split("|") if isinstance(value, str) else value
     if not isinstance(names, (list, tuple)) or not names:
-        raise ConfigError(f"{where}: command={_cut(value)}: expected a name or a list of names")
+        raise ConfigError(f"{where}: command={echo(value)}: expected a name or a list of names")
     for name in names:
         if not isinstance(name, str) or not _COMMAND(name.strip()):
-            raise ConfigError(f"{where}: {_cut(name)} is not a memcache command name; {_FORMS}")
+            raise ConfigError(f"{where}: {echo(name)} is not a memcache command name; {_FORMS}")
     return frozenset(name.strip().lower() for name in names)
 
 
@@ -414,7 +410,7 @@ def parse_match(match: object, where: str) -> Matcher:
     if isinstance(match, str):
         parts = match.split()
         if not parts or len(parts) > 2:
-            raise ConfigError(f"{where}: match={_cut(match)}: {_FORMS}")
+            raise ConfigError(f"{where}: match={echo(match)}: {_FORMS}")
         key = parts[1] if len(parts) > 1 else None
         return MemcacheMatcher(_commands(parts[0], where), key, match)
     if isinstance(match, Mapping):
@@ -423,18 +419,18 @@ def parse_match(match: object, where: str) -> Matcher:
             raise ConfigError(f"{where}: unknown match key(s) {unknown}; known: command, key")
         glob = match.get("key")
         if glob is not None and (not isinstance(glob, str) or not glob or " " in glob):
-            raise ConfigError(f"{where}: key={_cut(glob)}: expected a glob, e.g. 'user:*'")
+            raise ConfigError(f"{where}: key={echo(glob)}: expected a glob, e.g. 'user:*'")
         command = match.get("command")
         commands = _commands(command, where) if command is not None else None
         return MemcacheMatcher(commands, glob, repr(dict(match)))
-    raise ConfigError(f"{where}: match={_cut(match)}: {_FORMS}, or a dict with command, key")
+    raise ConfigError(f"{where}: match={echo(match)}: {_FORMS}, or a dict with command, key")
 
 
 def _reply(options: Mapping[str, Any], where: str) -> str:
     reply = options.get("reply") or DEFAULT_REPLY
     if not isinstance(reply, str) or "\r" in reply or "\n" in reply or not reply.strip():
         raise ConfigError(
-            f"{where}: reply={_cut(reply)}: expected one line, e.g. 'SERVER_ERROR out of memory'"
+            f"{where}: reply={echo(reply)}: expected one line, e.g. 'SERVER_ERROR out of memory'"
         )
     return reply.strip()
 

@@ -11,12 +11,13 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from pytest_vaurien.echo import echo
 from pytest_vaurien.errors import ConfigError
 from pytest_vaurien.protocols.base import Matcher, MessageInfo
+from pytest_vaurien.protocols.sql_match import parse_sql_match
 
 __all__ = [
     "ERRORS",
-    "MysqlMatcher",
     "check_error_options",
     "error_reply",
     "parse_match",
@@ -44,48 +45,6 @@ ERRORS: dict[int, tuple[str, str]] = {
 
 DEFAULT_ERRNO = 1213
 _SQLSTATE = re.compile(r"[0-9A-Z]{5}").fullmatch
-_KEYS = ("in_transaction", "sql")
-
-
-def _cut(value: object) -> str:
-    text = repr(value)
-    return text if len(text) <= 80 else f"{text[:60]}... ({len(text)} characters)"
-
-
-class MysqlMatcher:
-    """A parsed MySQL ``match``: an SQL regex and/or a transaction state."""
-
-    __slots__ = ("_in_transaction", "_sql", "text")
-
-    def __init__(self, sql: re.Pattern[str] | None, in_transaction: bool | None, text: str) -> None:
-        self._sql = sql
-        self._in_transaction = in_transaction
-        self.text = text
-
-    def __call__(self, request: MessageInfo) -> bool:
-        fields = request.fields
-        if fields.get("handshake") or "command" not in fields:
-            return False
-        if self._sql is not None:
-            sql = fields.get("sql")
-            if not isinstance(sql, str) or not self._sql.search(sql):
-                return False
-        return self._in_transaction is None or fields.get("in_transaction") is self._in_transaction
-
-    def __repr__(self) -> str:
-        return f"MysqlMatcher({self.text!r})"
-
-
-def _regex(value: object, where: str) -> re.Pattern[str]:
-    if not isinstance(value, str) or not value:
-        raise ConfigError(
-            f"{where}: sql {_cut(value)} is not a regex; expected a non-empty string "
-            "searched case-insensitively in the SQL, e.g. '^UPDATE accounts'"
-        )
-    try:
-        return re.compile(value, re.IGNORECASE)
-    except re.error as error:
-        raise ConfigError(f"{where}: sql regex {_cut(value)} does not compile: {error}") from None
 
 
 def parse_match(match: object, where: str) -> Matcher:
@@ -98,29 +57,12 @@ def parse_match(match: object, where: str) -> Matcher:
 
     :raises ConfigError: starting with ``where``, naming the bad piece.
     """
-    if isinstance(match, str):
-        return MysqlMatcher(_regex(match, where), None, match)
-    if isinstance(match, Mapping):
-        unknown = [key for key in match if key not in _KEYS]
-        if unknown:
-            raise ConfigError(
-                f"{where}: unknown key(s) {', '.join(_cut(k) for k in unknown)}; "
-                f"known: {', '.join(_KEYS)}"
-            )
-        sql = _regex(match["sql"], where) if "sql" in match else None
-        state = match.get("in_transaction")
-        if state is not None and not isinstance(state, bool):
-            raise ConfigError(
-                f"{where}: in_transaction {_cut(state)} is not a bool; expected True or False"
-            )
-        text = ", ".join(f"{key}={match[key]!r}" for key in _KEYS if key in match)
-        return MysqlMatcher(sql, state, text or "*")
-    if match is None:
-        return MysqlMatcher(None, None, "*")
-    raise ConfigError(
-        f"{where}: {_cut(match)} is a {type(match).__name__}; expected an SQL regex "
-        f"string or a dict with keys {', '.join(_KEYS)}"
-    )
+    return parse_sql_match(match, where, _counts)
+
+
+def _counts(fields: Mapping[str, Any]) -> bool:
+    """Commands after the handshake (and never one that gets no reply)."""
+    return not fields.get("handshake") and "command" in fields
 
 
 def _options(options: Mapping[str, Any], where: str) -> tuple[int, str, str]:
@@ -130,19 +72,19 @@ def _options(options: Mapping[str, Any], where: str) -> tuple[int, str, str]:
         errno = int(errno)
     if isinstance(errno, bool) or not isinstance(errno, int) or not 1 <= errno <= 0xFFFF:
         raise ConfigError(
-            f"{where}: errno={_cut(errno)} is not a MySQL error number; expected an int "
+            f"{where}: errno={echo(errno)} is not a MySQL error number; expected an int "
             "such as 1213 (deadlock), 1205 (lock wait timeout), 1290 (read-only)"
         )
     known_state, known_text = ERRORS.get(errno, ("HY000", f"Error {errno}"))
     sqlstate = options.get("sqlstate") or known_state
     if not isinstance(sqlstate, str) or not _SQLSTATE(sqlstate.strip().upper()):
         raise ConfigError(
-            f"{where}: sqlstate={_cut(sqlstate)} is not an SQLSTATE; expected five digits "
+            f"{where}: sqlstate={echo(sqlstate)} is not an SQLSTATE; expected five digits "
             "or capital letters, e.g. '40001', 'HY000'"
         )
     message = options.get("message") or f"{known_text} (injected by vaurien)"
     if not isinstance(message, str):
-        raise ConfigError(f"{where}: message={_cut(message)}: expected text")
+        raise ConfigError(f"{where}: message={echo(message)}: expected text")
     return errno, sqlstate.strip().upper(), message
 
 

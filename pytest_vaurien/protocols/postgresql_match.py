@@ -11,12 +11,13 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from pytest_vaurien.echo import echo
 from pytest_vaurien.errors import ConfigError
 from pytest_vaurien.protocols.base import Matcher, MessageInfo
+from pytest_vaurien.protocols.sql_match import parse_sql_match
 
 __all__ = [
     "CONDITIONS",
-    "PgMatcher",
     "check_error_options",
     "error_reply",
     "error_request",
@@ -61,48 +62,8 @@ CONDITIONS: dict[str, str] = {
 DEFAULT_SQLSTATE = "40001"
 SEVERITIES = ("ERROR", "FATAL", "PANIC")
 _SQLSTATE = re.compile(r"[0-9A-Z]{5}").fullmatch
-_KEYS = ("in_transaction", "sql")
 #: The requests a rule can name: the handshake, Sync, Flush... are none of them.
 _UNITS = frozenset({"query", "execute", "function"})
-
-
-def _cut(value: object) -> str:
-    text = repr(value)
-    return text if len(text) <= 80 else f"{text[:60]}... ({len(text)} characters)"
-
-
-class PgMatcher:
-    """A parsed PostgreSQL ``match``: an SQL regex and/or a transaction state."""
-
-    __slots__ = ("_in_transaction", "_sql", "text")
-
-    def __init__(self, sql: re.Pattern[str] | None, in_transaction: bool | None, text: str) -> None:
-        self._sql = sql
-        self._in_transaction = in_transaction
-        self.text = text
-
-    def __call__(self, request: MessageInfo) -> bool:
-        fields = request.fields
-        if fields.get("kind") not in _UNITS or fields.get("skipped"):
-            return False
-        if self._sql is not None and not self._sql.search(str(fields.get("sql", ""))):
-            return False
-        return self._in_transaction is None or fields.get("in_transaction") is self._in_transaction
-
-    def __repr__(self) -> str:
-        return f"PgMatcher({self.text!r})"
-
-
-def _regex(value: object, where: str) -> re.Pattern[str]:
-    if not isinstance(value, str) or not value:
-        raise ConfigError(
-            f"{where}: sql {_cut(value)} is not a regex; expected a non-empty string "
-            "searched case-insensitively in the SQL, e.g. '^UPDATE accounts'"
-        )
-    try:
-        return re.compile(value, re.IGNORECASE)
-    except re.error as error:
-        raise ConfigError(f"{where}: sql regex {_cut(value)} does not compile: {error}") from None
 
 
 def parse_match(match: object, where: str) -> Matcher:
@@ -115,29 +76,12 @@ def parse_match(match: object, where: str) -> Matcher:
 
     :raises ConfigError: starting with ``where``, naming the bad piece.
     """
-    if isinstance(match, str):
-        return PgMatcher(_regex(match, where), None, match)
-    if isinstance(match, Mapping):
-        unknown = [key for key in match if key not in _KEYS]
-        if unknown:
-            raise ConfigError(
-                f"{where}: unknown key(s) {', '.join(_cut(k) for k in unknown)}; "
-                f"known: {', '.join(_KEYS)}"
-            )
-        sql = _regex(match["sql"], where) if "sql" in match else None
-        state = match.get("in_transaction")
-        if state is not None and not isinstance(state, bool):
-            raise ConfigError(
-                f"{where}: in_transaction {_cut(state)} is not a bool; expected True or False"
-            )
-        text = ", ".join(f"{key}={match[key]!r}" for key in _KEYS if key in match)
-        return PgMatcher(sql, state, text or "*")
-    if match is None:
-        return PgMatcher(None, None, "*")
-    raise ConfigError(
-        f"{where}: {_cut(match)} is a {type(match).__name__}; expected an SQL regex "
-        f"string or a dict with keys {', '.join(_KEYS)}"
-    )
+    return parse_sql_match(match, where, _counts)
+
+
+def _counts(fields: Mapping[str, Any]) -> bool:
+    """Queries, Executes and function calls: not the handshake, a Sync, a skipped request."""
+    return fields.get("kind") in _UNITS and not fields.get("skipped")
 
 
 def _options(options: Mapping[str, Any], where: str) -> tuple[str, str, str]:
@@ -145,18 +89,18 @@ def _options(options: Mapping[str, Any], where: str) -> tuple[str, str, str]:
     sqlstate = options.get("sqlstate") or DEFAULT_SQLSTATE
     if not isinstance(sqlstate, str) or not _SQLSTATE(sqlstate.strip().upper()):
         raise ConfigError(
-            f"{where}: sqlstate={_cut(sqlstate)} is not an SQLSTATE; expected five digits "
+            f"{where}: sqlstate={echo(sqlstate)} is not an SQLSTATE; expected five digits "
             "or capital letters, e.g. '40001' (serialization_failure), '40P01', '57P01'"
         )
     sqlstate = sqlstate.strip().upper()
     severity = options.get("severity") or "ERROR"
     if not isinstance(severity, str) or severity.strip().upper() not in SEVERITIES:
         raise ConfigError(
-            f"{where}: severity={_cut(severity)}: expected one of {', '.join(SEVERITIES)}"
+            f"{where}: severity={echo(severity)}: expected one of {', '.join(SEVERITIES)}"
         )
     message = options.get("message") or ""
     if not isinstance(message, str) or "\0" in message:
-        raise ConfigError(f"{where}: message={_cut(message)}: expected text without NUL")
+        raise ConfigError(f"{where}: message={echo(message)}: expected text without NUL")
     if not message:
         message = f"{CONDITIONS.get(sqlstate, 'error ' + sqlstate)} (injected by vaurien)"
     return severity.strip().upper(), sqlstate, message

@@ -12,6 +12,7 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from pytest_vaurien.echo import echo
 from pytest_vaurien.errors import ConfigError
 from pytest_vaurien.protocols.base import Matcher, MessageInfo
 
@@ -91,12 +92,6 @@ def first_key(command: str, args: list[bytes]) -> str | None:
     return args[at].decode("latin-1") if len(args) > at else None
 
 
-def _cut(value: object) -> str:
-    """``repr(value)``, cut to its start when long: one line in a message."""
-    text = repr(value)
-    return text if len(text) <= 80 else f"{text[:60]}... ({len(text)} characters)"
-
-
 class RedisMatcher:
     """A parsed Redis ``match``: command names and a glob on the first key.
 
@@ -151,13 +146,13 @@ def parse_match(match: object, where: str) -> Matcher:
         if not words:
             raise ConfigError(f"{where}: the string is empty; {_FORMS}")
         if len(words) > 2:
-            raise ConfigError(f"{where}: {_cut(match)} has {len(words)} words; {_FORMS}")
+            raise ConfigError(f"{where}: {echo(match)} has {len(words)} words; {_FORMS}")
         key = words[1] if len(words) == 2 else None
         return RedisMatcher(_commands(words[0].split("|"), where), key, " ".join(words))
     if isinstance(match, Mapping):
         return _parse_dict(match, where)
     raise ConfigError(
-        f"{where}: {_cut(match)} is a {type(match).__name__}; expected a string ({_FORMS}) "
+        f"{where}: {echo(match)} is a {type(match).__name__}; expected a string ({_FORMS}) "
         f"or a dict with keys {', '.join(_KEYS)}"
     )
 
@@ -168,7 +163,7 @@ def _commands(names: list[str], where: str) -> frozenset[str]:
         words = name.split()
         if not 1 <= len(words) <= 2 or not all(_NAME(word) for word in words):
             raise ConfigError(
-                f"{where}: command {_cut(name)} is not a Redis command name; "
+                f"{where}: command {echo(name)} is not a Redis command name; "
                 "expected a name such as SET or CLIENT SETNAME, several joined with |"
             )
         commands.add(" ".join(words).upper())
@@ -179,7 +174,7 @@ def _parse_dict(match: Mapping[Any, Any], where: str) -> RedisMatcher:
     unknown = [key for key in match if key not in _KEYS]
     if unknown:
         raise ConfigError(
-            f"{where}: unknown key(s) {', '.join(_cut(k) for k in unknown)}; "
+            f"{where}: unknown key(s) {', '.join(echo(k) for k in unknown)}; "
             f"known: {', '.join(_KEYS)}"
         )
     commands = None
@@ -192,14 +187,14 @@ def _parse_dict(match: Mapping[Any, Any], where: str) -> RedisMatcher:
             or not all(isinstance(v, str) for v in values)
         ):
             raise ConfigError(
-                f"{where}: command {_cut(value)} is not a command; expected a string "
+                f"{where}: command {echo(value)} is not a command; expected a string "
                 "such as 'SET' or a list such as ['SET', 'INCR']"
             )
         commands = _commands([n for v in values for n in v.split("|")], where)
     key = match.get("key")
     if key is not None and (not isinstance(key, str) or not key):
         raise ConfigError(
-            f"{where}: key {_cut(key)} is not a key glob; expected a string such as 'user:*'"
+            f"{where}: key {echo(key)} is not a key glob; expected a string such as 'user:*'"
         )
     text = ", ".join(f"{name}={match[name]!r}" for name in _KEYS if name in match)
     return RedisMatcher(commands, key, text or "*")
@@ -229,11 +224,11 @@ def _line(options: Mapping[str, Any], where: str) -> str:
     if reply is None or reply == "":
         return DEFAULT_REPLY
     if not isinstance(reply, str):
-        raise ConfigError(f"{where}: reply={_cut(reply)}: expected one line of text")
+        raise ConfigError(f"{where}: reply={echo(reply)}: expected one line of text")
     text = reply.strip(" \t").removeprefix("-").lstrip(" \t")
     if not text or "\r" in text or "\n" in text:
         raise ConfigError(
-            f"{where}: reply={_cut(reply)}: expected one error line such as "
+            f"{where}: reply={echo(reply)}: expected one error line such as "
             "'READONLY You can't write against a read only replica.' (no CR or LF)"
         )
     return text

@@ -25,6 +25,7 @@ from collections import deque
 from collections.abc import Mapping
 from typing import Any
 
+from pytest_vaurien.echo import echo
 from pytest_vaurien.errors import ConfigError
 from pytest_vaurien.protocols.base import (
     End,
@@ -325,11 +326,6 @@ _FORMS = (
 )
 
 
-def _cut(value: object) -> str:
-    text = repr(value)
-    return text if len(text) <= 80 else f"{text[:60]}... ({len(text)} characters)"
-
-
 class SmtpMatcher:
     """A parsed SMTP ``match``: verbs and a regex searched in the argument."""
 
@@ -353,20 +349,20 @@ class SmtpMatcher:
 def _verbs(value: object, where: str) -> frozenset[str]:
     names = value.split("|") if isinstance(value, str) else value
     if not isinstance(names, (list, tuple)) or not names:
-        raise ConfigError(f"{where}: verb={_cut(value)}: expected a verb or a list of verbs")
+        raise ConfigError(f"{where}: verb={echo(value)}: expected a verb or a list of verbs")
     for name in names:
         if not isinstance(name, str) or not _VERB(name.strip()):
-            raise ConfigError(f"{where}: {_cut(name)} is not an SMTP verb; {_FORMS}")
+            raise ConfigError(f"{where}: {echo(name)} is not an SMTP verb; {_FORMS}")
     return frozenset(name.strip().upper() for name in names)
 
 
 def _regex(value: object, where: str) -> re.Pattern[str]:
     if not isinstance(value, str) or not value:
-        raise ConfigError(f"{where}: arg={_cut(value)}: expected a regex, e.g. '<.*@example.org>'")
+        raise ConfigError(f"{where}: arg={echo(value)}: expected a regex, e.g. '<.*@example.org>'")
     try:
         return re.compile(value)
     except re.error as error:
-        raise ConfigError(f"{where}: arg={_cut(value)} is not a regex: {error}") from None
+        raise ConfigError(f"{where}: arg={echo(value)} is not a regex: {error}") from None
 
 
 def parse_match(match: object, where: str) -> Matcher:
@@ -377,7 +373,7 @@ def parse_match(match: object, where: str) -> Matcher:
     if isinstance(match, str):
         verbs, _, arg = match.strip().partition(" ")
         if not verbs:
-            raise ConfigError(f"{where}: match={_cut(match)}: {_FORMS}")
+            raise ConfigError(f"{where}: match={echo(match)}: {_FORMS}")
         regex = _regex(arg.strip(), where) if arg.strip() else None
         return SmtpMatcher(_verbs(verbs, where), regex, match)
     if isinstance(match, Mapping):
@@ -390,7 +386,7 @@ def parse_match(match: object, where: str) -> Matcher:
             _regex(regex, where) if regex is not None else None,
             repr(dict(match)),
         )
-    raise ConfigError(f"{where}: match={_cut(match)}: {_FORMS}, or a dict with verb, arg")
+    raise ConfigError(f"{where}: match={echo(match)}: {_FORMS}, or a dict with verb, arg")
 
 
 def _reply(options: Mapping[str, Any], where: str) -> tuple[int, str]:
@@ -398,10 +394,10 @@ def _reply(options: Mapping[str, Any], where: str) -> tuple[int, str]:
     if isinstance(code, str) and code.strip().isdigit():
         code = int(code)
     if isinstance(code, bool) or not isinstance(code, int) or not 400 <= code <= 599:
-        raise ConfigError(f"{where}: code={_cut(code)}: expected an SMTP error code, 400 to 599")
+        raise ConfigError(f"{where}: code={echo(code)}: expected an SMTP error code, 400 to 599")
     text = options.get("text") or DEFAULT_TEXT
     if not isinstance(text, str) or "\r" in text or "\n" in text:
-        raise ConfigError(f"{where}: text={_cut(text)}: expected one line of text")
+        raise ConfigError(f"{where}: text={echo(text)}: expected one line of text")
     return code, text.strip()
 
 
