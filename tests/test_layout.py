@@ -38,6 +38,7 @@ PURE = [
     f"{NAME}.protocols.http",
     f"{NAME}.protocols.http_match",
     f"{NAME}.protocols.sql_match",
+    f"{NAME}.waits",
 ]
 
 

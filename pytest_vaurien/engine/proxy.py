@@ -27,7 +27,7 @@ import gevent.event
 import gevent.socket
 from gevent import Greenlet, GreenletExit
 
-from pytest_vaurien.address import Address, format_address
+from pytest_vaurien.address import Address, format_address, parse_address
 from pytest_vaurien.engine.connection import EXHAUSTED, ProxyDown, Slot, serve_connection
 from pytest_vaurien.engine.native import NativeEvent, allocate_lock, start_native_thread
 from pytest_vaurien.engine.upstream import Upstream
@@ -45,6 +45,7 @@ from pytest_vaurien.records import ConnectionRecord, Ending, ExchangeRecord, Sta
 from pytest_vaurien.registry import Registry, make_plugin_manager, registry_from_plugins
 from pytest_vaurien.rules import Rule
 from pytest_vaurien.settings import Layer, Settings, parse_marker_options, resolve
+from pytest_vaurien.waits import Goal, wait_for
 
 __all__ = ["Proxy"]
 
@@ -449,6 +450,34 @@ class Proxy:
         for rule in plan.rules:
             rule.owner = self
         return plan
+
+    def set_upstream(self, distant: str | Address) -> None:
+        """Send new connections to another backend (a failover); open ones keep theirs.
+
+        :raises ConfigError: for an address that is not ``HOST:PORT``.
+        """
+        address = parse_address(distant, "upstream")
+        upstream = Upstream(address, self.upstream.connect_timeout)
+        upstream.resolve()
+        self.upstream, self.distant_address = upstream, address
+
+    def wait(
+        self,
+        rule: str | None = None,
+        fired: int | None = None,
+        *,
+        connections: int | None = None,
+        timeout: float = 5.0,
+    ) -> dict[str, object]:
+        """Return once the rule ``rule`` fired at least ``fired`` times (1 by
+        default), or once at least ``connections`` were accepted; returns the
+        counts, as the control API's ``wait`` does.
+
+        :raises TimeoutError: after ``timeout`` seconds, naming the counts.
+        :raises KeyError: for a rule this proxy does not have.
+        :raises ConfigError: for a goal that is not one of the two.
+        """
+        return wait_for(self, Goal.of(rule, fired, connections), timeout)
 
     # -- down and up -----------------------------------------------------
 
