@@ -18,6 +18,7 @@ import socket
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -121,6 +122,8 @@ class Proxy:
     :param keep_records: keep every record in ``connections``; a long-running
         proxy that only logs them (the ``vaurien`` command) turns it off so
         that memory does not grow with each connection.
+    :param max_records: keep only the latest this many connection records
+        and as many exchange records (a proxy of the control API).
     """
 
     def __init__(
@@ -138,6 +141,7 @@ class Proxy:
         connect_timeout: float = 5.0,
         on_record: Callable[[ConnectionRecord], None] | None = None,
         keep_records: bool = True,
+        max_records: int | None = None,
         protocol: str = "tcp",
         rules: Sequence[Rule | str] = (),
     ) -> None:
@@ -172,6 +176,7 @@ class Proxy:
             connect_timeout=connect_timeout,
             on_record=on_record,
             keep_records=keep_records,
+            max_records=max_records,
         )
 
     @classmethod
@@ -188,6 +193,7 @@ class Proxy:
         connect_timeout: float = 5.0,
         on_record: Callable[[ConnectionRecord], None] | None = None,
         keep_records: bool = True,
+        max_records: int | None = None,
     ) -> Proxy:
         """A proxy for resolved ``settings`` (the plugin's and the command's way
         in): their options are converted once, errors name their source.
@@ -207,6 +213,7 @@ class Proxy:
             connect_timeout=connect_timeout,
             on_record=on_record,
             keep_records=keep_records,
+            max_records=max_records,
         )
         return proxy
 
@@ -223,6 +230,7 @@ class Proxy:
         connect_timeout: float,
         on_record: Callable[[ConnectionRecord], None] | None,
         keep_records: bool,
+        max_records: int | None = None,
     ) -> None:
         if settings.distant is None:
             raise ConfigError(f"{name}: no distant; expected HOST:PORT")
@@ -243,8 +251,8 @@ class Proxy:
             registry = registry_from_plugins(make_plugin_manager())
         self._registry = registry
         self._plan = self._own(plan_from_settings(settings, registry, self, seed=self.seed))
-        self._records: list[ConnectionRecord] = []
-        self._exchanges: list[ExchangeRecord] = []
+        self._records: deque[ConnectionRecord] = deque(maxlen=max_records)
+        self._exchanges: deque[ExchangeRecord] = deque(maxlen=max_records)
         self._ordinals = 0
         #: Called in the proxy thread with each exchange's record as it starts.
         self.on_exchange: Callable[[ExchangeRecord], None] | None = None
