@@ -341,6 +341,14 @@ class Proxy:
         if self.on_exchange is not None:
             self.on_exchange(record)
 
+    def clear_records(self) -> None:
+        """Forget the records and zero the counts (``accepted``, exchange
+        ordinals): a reset of the control API. Open connections go on."""
+        self._records.clear()
+        self._exchanges.clear()
+        self._accepted = 0
+        self._ordinals = 0
+
     @property
     def errors(self) -> list[ConnectionRecord]:
         """Connections that ended because a handler raised."""
