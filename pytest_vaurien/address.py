@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import ipaddress
+
 from pytest_vaurien.echo import echo
 from pytest_vaurien.errors import ConfigError
 
-__all__ = ["format_address", "parse_address"]
+__all__ = ["format_address", "is_loopback", "parse_address"]
 
 Address = tuple[str, int]
 
@@ -69,3 +71,14 @@ def format_address(address: Address) -> str:
     if ":" in host:
         return f"[{host}]:{port}"
     return f"{host}:{port}"
+
+
+def is_loopback(host: str) -> bool:
+    """True for a loopback address (127.0.0.0/8, ::1) or ``localhost``; a
+    name that may resolve anywhere else is not."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False

@@ -16,26 +16,23 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import queue
-import signal
 import socket
 import sys
-import tempfile
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any, NoReturn
 
 from pytest_vaurien import __version__
-from pytest_vaurien.address import Address, format_address, parse_address
+from pytest_vaurien.address import Address, format_address, is_loopback, parse_address
 from pytest_vaurien.config_file import ConfigFile, read_config_file
+from pytest_vaurien.control import MAX_RECORDS, Control
 from pytest_vaurien.echo import cut, echo
 from pytest_vaurien.engine.proxy import Proxy
 from pytest_vaurien.errors import VaurienError
 from pytest_vaurien.handlers.base import OptionSpec, Range
 from pytest_vaurien.plan import check_settings
-from pytest_vaurien.records import ConnectionRecord
 from pytest_vaurien.registry import Registry, make_plugin_manager, registry_from_plugins
 from pytest_vaurien.reload import Reloader
+from pytest_vaurien.service import DEFAULT_PROXY, log_record, serve
 from pytest_vaurien.settings import Layer, Settings, resolve
 
 __all__ = ["main", "run"]
@@ -47,6 +44,9 @@ HANDLER_FLAG = "--handlers."
 VALUE_FLAGS = (
     "--behavior",
     "--config",
+    "--control",
+    "--control-port-file",
+    "--control-token",
     "--distant",
     "--local",
     "--log-level",
@@ -55,8 +55,8 @@ VALUE_FLAGS = (
 )
 #: Every long option, to expand an abbreviation as argparse would.
 ALL_FLAGS = (*VALUE_FLAGS, "--help", "--list-handlers", "--version")
-#: SIGHUP does not exist on Windows.
-SIGHUP: int | None = getattr(signal, "SIGHUP", None)
+#: Where the control API's token comes from when --control-token is not given.
+TOKEN_VARIABLE = "VAURIEN_CONTROL_TOKEN"
 
 log = logging.getLogger("vaurien")
 
@@ -104,6 +104,23 @@ def build_parser(registry: Registry) -> argparse.ArgumentParser:
         "--config", metavar="FILE", help="a vaurien ini file; SIGHUP reads it again"
     )
     parser.add_argument("--seed", metavar="N", type=int, help="seed every random choice")
+    parser.add_argument(
+        "--control",
+        metavar="HOST:PORT",
+        help="serve the control API (native /v1, toxiproxy's dialect) there, e.g. "
+        "127.0.0.1:8474; then --distant is optional",
+    )
+    parser.add_argument(
+        "--control-token",
+        metavar="TOKEN",
+        help="every API call must send 'Authorization: Bearer TOKEN' (default: "
+        f"${TOKEN_VARIABLE}); needed for a --control address other than loopback",
+    )
+    parser.add_argument(
+        "--control-port-file",
+        metavar="PATH",
+        help="once the control API listens, write its port number to PATH",
+    )
     parser.add_argument(
         "--port-file",
         metavar="PATH",
@@ -271,35 +288,82 @@ def _main(argv: list[str]) -> int:
         rules_source="--rule",
     )
     settings = resolve([config.layer, command_line] if config else [command_line])
-    if settings.distant is None:
+    control_address = (
+        parse_address(args.control, "--control", listen=True) if args.control is not None else None
+    )
+    token = args.control_token or os.environ.get(TOKEN_VARIABLE) or None
+    sections = config.proxies if config is not None else {}
+    if settings.distant is None and control_address is None and not sections:
         check_settings(settings, registry)  # a bad behavior is the first thing to say
         raise UsageError(
-            "no backend: give --distant HOST:PORT or 'distant' in the [vaurien] section of --config"
+            "no backend: give --distant HOST:PORT or 'distant' in the [vaurien] section of "
+            "--config (or --control HOST:PORT to create proxies through the API)"
         )
-    local = _local_address(args.local, config)
+    if control_address is not None and not is_loopback(control_address[0]) and not token:
+        raise UsageError(
+            f"--control {format_address(control_address)} is not a loopback address: give "
+            f"--control-token TOKEN (or set {TOKEN_VARIABLE}) so that only callers with it "
+            "can change the proxies"
+        )
     logging.basicConfig(
         stream=sys.stderr,
         level=args.log_level.upper(),
         format="%(asctime)s vaurien %(levelname)s %(message)s",
     )
-    proxy = Proxy.from_settings(
-        settings,
-        registry=registry,
-        host=local[0],
-        port=local[1],
-        name="vaurien-proxy",
-        on_record=_log_record,
-        keep_records=False,  # logged one by one; a long run must not keep them all
+    # logged one by one; a long run must not keep them all, unless the API serves them
+    records: dict[str, Any] = (
+        {"max_records": MAX_RECORDS} if control_address is not None else {"keep_records": False}
     )
-    _warn_if_unresolved(settings)
+    proxies = []
+    proxy = None
+    if settings.distant is not None:
+        local = _local_address(args.local, config)
+        proxy = Proxy.from_settings(
+            settings,
+            registry=registry,
+            host=local[0],
+            port=local[1],
+            name=DEFAULT_PROXY,
+            on_record=log_record,
+            **records,
+        )
+        _warn_if_unresolved(settings)
+        proxies.append(proxy)
+    for name, section in sections.items():
+        where = f"config file {str(config.path)!r}, section [proxy:{name}]" if config else name
+        layers = [config.layer, section.layer] if config else [section.layer]
+        section_settings = resolve(layers)
+        local_text = section.local if section.local is not None else "127.0.0.1:0"
+        host, port = parse_address(local_text, f"{where}, local", listen=True)
+        proxies.append(
+            Proxy.from_settings(
+                section_settings,
+                registry=registry,
+                host=host,
+                port=port,
+                name=name,
+                on_record=log_record,
+                **records,
+            )
+        )
+        _warn_if_unresolved(section_settings)
     reloader = (
         Reloader(
             proxy, registry, config, command_line, settings, local_fixed=args.local is not None
         )
-        if config
+        if config and proxy is not None
         else None
     )
-    return _serve(proxy, reloader, args.port_file)
+    control = Control(registry, on_record=log_record)
+    return serve(
+        control,
+        proxies,
+        reloader,
+        port_file=args.port_file,
+        control_address=control_address,
+        control_token=token,
+        control_port_file=args.control_port_file,
+    )
 
 
 def _local_address(flag: str | None, config: ConfigFile | None) -> Address:
@@ -328,94 +392,6 @@ def _warn_if_unresolved(settings: Settings) -> None:
             echo(host),
             error.strerror or error,
         )
-
-
-def _log_record(record: ConnectionRecord) -> None:
-    if log.isEnabledFor(logging.INFO):  # describe() is not free: skip it when unseen
-        log.info("%s", record.describe())
-
-
-def _plural(count: int, noun: str) -> str:
-    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
-
-
-def _write_port_file(path: str, port: int) -> None:
-    """Write ``PORT\\n`` atomically: a reader sees no file or the whole number."""
-    target = Path(path)
-    try:
-        fd, temporary = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-        try:
-            with os.fdopen(fd, "w") as stream:
-                stream.write(f"{port}\n")
-            os.replace(temporary, target)
-        except BaseException:
-            os.unlink(temporary)
-            raise
-    except OSError as error:
-        raise UsageError(
-            f"--port-file: cannot write {echo(path)}: {error.strerror or error}"
-        ) from None
-
-
-def _serve(proxy: Proxy, reloader: Reloader | None, port_file: str | None) -> int:
-    """Run until SIGINT or SIGTERM; SIGHUP reloads.
-
-    Signal handlers only queue the signal (``SimpleQueue.put`` is safe in
-    one); the main loop acts on it, outside the handler.
-    """
-    signals: queue.SimpleQueue[int] = queue.SimpleQueue()
-
-    def queue_signal(signum: int, frame: Any) -> None:
-        signals.put(signum)
-
-    handled = [signal.SIGINT, signal.SIGTERM] + ([SIGHUP] if SIGHUP is not None else [])
-    previous = {sig: signal.signal(sig, queue_signal) for sig in handled}
-    wrote_port_file = False
-    try:
-        proxy.start()
-        if port_file is not None:
-            _write_port_file(port_file, proxy.port)
-            wrote_port_file = True
-        try:
-            print(f"listening on {format_address(proxy.address)}", flush=True)
-        except OSError:  # stdout closed (a pipe nobody reads): the proxy runs on
-            pass
-        log.info(
-            "proxying %s -> %s, behavior %s, seed %s",
-            format_address(proxy.address),
-            proxy.distant,
-            proxy.behavior,
-            proxy.seed,
-        )
-        while True:
-            try:  # bounded: pending signal handlers run at least this often
-                signum = signals.get(timeout=1.0)
-            except queue.Empty:
-                continue
-            if signum != SIGHUP:
-                break
-            if reloader is None:
-                log.warning("SIGHUP: no --config file to reload; ignored")
-            else:
-                reloader.reload()
-        open_connections = proxy.open_connections
-        proxy.stop()
-        log.info(
-            "stopped; %s relayed, %d %s open",
-            _plural(proxy.accepted, "connection"),
-            open_connections,
-            "was" if open_connections == 1 else "were",
-        )
-        return 0
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-        proxy.stop()
-        if wrote_port_file and port_file is not None:
-            try:
-                os.unlink(port_file)
-            except OSError:
-                pass
 
 
 if __name__ == "__main__":  # pragma: no cover

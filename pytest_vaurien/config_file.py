@@ -1,4 +1,5 @@
-"""The vaurien ini file: ``[vaurien]``, ``[handler:NAME]`` and ``[rule:NAME]`` sections.
+"""The vaurien ini file: ``[vaurien]``, ``[handler:NAME]``, ``[rule:NAME]`` and
+``[proxy:NAME]`` sections.
 
 ```ini
 [vaurien]
@@ -38,13 +39,23 @@ from pytest_vaurien.registry import Registry
 from pytest_vaurien.rules import Rule
 from pytest_vaurien.settings import Layer
 
-__all__ = ["ConfigFile", "read_config_file"]
+__all__ = ["ConfigFile", "ProxySection", "read_config_file"]
 
 MAIN_SECTION = "vaurien"
 HANDLER_PREFIX = "handler:"
 RULE_PREFIX = "rule:"
+PROXY_PREFIX = "proxy:"
 MAIN_KEYS = ("behavior", "distant", "local", "protocol", "seed")
 _ENV_VAR = re.compile(r"\$\{([^}]*)\}")
+
+
+@dataclass(frozen=True)
+class ProxySection:
+    """``[proxy:NAME]``: one more proxy, with the keys of ``[vaurien]``."""
+
+    name: str
+    layer: Layer
+    local: str | None = None
 
 
 @dataclass(frozen=True)
@@ -57,6 +68,9 @@ class ConfigFile:
     local: str | None = None
     #: ``[handler:NAME] callable = dotted.path`` -> ``{NAME: dotted.path}``
     aliases: dict[str, str] = field(default_factory=dict)
+    #: ``[proxy:NAME]`` sections (the command with ``--control``): each a
+    #: layer over the file's own, and where it listens.
+    proxies: dict[str, ProxySection] = field(default_factory=dict)
 
     def register_aliases(self, registry: Registry) -> None:
         """Make each ``[handler:NAME]`` with a ``callable`` a handler name in ``registry``.
@@ -111,6 +125,7 @@ def read_config_file(path: str | Path) -> ConfigFile:
     options: dict[tuple[str, str], str] = {}
     aliases: dict[str, str] = {}
     rules: list[Rule] = []
+    proxies: dict[str, ProxySection] = {}
     for section in parser.sections():
         where = f"config file {str(path)!r}, section [{cut(section)}]"
         values = {
@@ -142,20 +157,16 @@ def read_config_file(path: str | Path) -> ConfigFile:
                 options[(name, option)] = value
         elif section.startswith(RULE_PREFIX):
             rules.append(_rule(section[len(RULE_PREFIX) :].strip(), values, where))
+        elif section.startswith(PROXY_PREFIX):
+            name = section[len(PROXY_PREFIX) :].strip()
+            proxies[name] = _proxy(name, values, where)
         else:
             raise ConfigError(
                 f"config file {str(path)!r}: unknown section [{cut(section)}]; "
-                f"expected [{MAIN_SECTION}], [{HANDLER_PREFIX}NAME] or [{RULE_PREFIX}NAME]"
+                f"expected [{MAIN_SECTION}], [{HANDLER_PREFIX}NAME], [{RULE_PREFIX}NAME] "
+                f"or [{PROXY_PREFIX}NAME]"
             )
-    seed = None
-    if "seed" in main:
-        try:
-            seed = int(main["seed"])
-        except ValueError:
-            raise ConfigError(
-                f"config file {str(path)!r}, section [{MAIN_SECTION}]: seed = "
-                f"{echo(main['seed'])} is not an integer"
-            ) from None
+    seed = _seed(main, f"config file {str(path)!r}, section [{MAIN_SECTION}]")
     source = f"config file {str(path)!r}"
     layer = Layer(
         source=source,
@@ -170,7 +181,40 @@ def read_config_file(path: str | Path) -> ConfigFile:
         rules=rules,
         rules_source=source,
     )
-    return ConfigFile(path, layer, main.get("local"), aliases)
+    return ConfigFile(path, layer, main.get("local"), aliases, proxies)
+
+
+def _seed(values: dict[str, str], where: str) -> int | None:
+    if "seed" not in values:
+        return None
+    try:
+        return int(values["seed"])
+    except ValueError:
+        raise ConfigError(f"{where}: seed = {echo(values['seed'])} is not an integer") from None
+
+
+def _proxy(name: str, values: dict[str, str], where: str) -> ProxySection:
+    """``[proxy:NAME]``: ``distant`` and ``local``, ``behavior``, ``protocol``, ``seed``."""
+    if not name:
+        raise ConfigError(f"{where}: expected [{PROXY_PREFIX}NAME] with a name")
+    for key in values:
+        if key not in MAIN_KEYS:
+            raise ConfigError(
+                f"{where}: unknown key {echo(key)}; expected one of {', '.join(MAIN_KEYS)}"
+            )
+    if "distant" not in values:
+        raise ConfigError(f"{where}: no distant; expected distant = HOST:PORT")
+    layer = Layer(
+        source=where,
+        distant=values["distant"],
+        behavior=values.get("behavior"),
+        seed=_seed(values, where),
+        distant_source=f"{where}, distant",
+        behavior_source=f"{where}, behavior",
+        protocol=values.get("protocol"),
+        protocol_source=f"{where}, protocol",
+    )
+    return ProxySection(name, layer, values.get("local"))
 
 
 def _rule(name: str, values: dict[str, str], where: str) -> Rule:

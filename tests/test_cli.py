@@ -285,7 +285,7 @@ def test_help_lists_builtin_handler_options(tmp_path):
         (
             ["--behavior", "dummy"],
             "vaurien: error: no backend: give --distant HOST:PORT or 'distant' in the [vaurien] "
-            "section of --config",
+            "section of --config (or --control HOST:PORT to create proxies through the API)",
         ),
         (
             ["--distant", "127.0.0.1:1", "--bogus"],
@@ -313,7 +313,8 @@ def test_config_file_errors(tmp_path):
         "local, protocol, seed",
         "env.ini": "section [vaurien], distant: environment variable ${NOT_SET_ANYWHERE} is "
         "not set",
-        "section.ini": "unknown section [proxy]; expected [vaurien], [handler:NAME] or [rule:NAME]",
+        "section.ini": "unknown section [proxy]; expected [vaurien], [handler:NAME], [rule:NAME] "
+        "or [proxy:NAME]",
     }
     for name, message in expected.items():
         result = run_to_end(tmp_path, "--config", name)

@@ -19,7 +19,7 @@ NAME = "pytest_vaurien"
 #: Modules that may import pytest.
 PYTEST_MODULES = {f"{NAME}.plugin", f"{NAME}.pytest_hookspecs"}
 #: Where gevent may be imported.
-GEVENT_PREFIXES = (f"{NAME}.engine", f"{NAME}.handlers")
+GEVENT_PREFIXES = (f"{NAME}.engine", f"{NAME}.handlers", f"{NAME}.api")
 #: Modules that neither touch sockets nor pytest: parsing and decisions only.
 PURE = [
     f"{NAME}.address",
@@ -39,6 +39,7 @@ PURE = [
     f"{NAME}.protocols.http_match",
     f"{NAME}.protocols.sql_match",
     f"{NAME}.waits",
+    f"{NAME}.routes",
 ]
 
 
@@ -135,7 +136,7 @@ def test_pure_modules_import_neither_gevent_nor_pytest(module):
 
 
 def test_the_faces_never_import_each_other():
-    faces = {f"{NAME}.plugin", f"{NAME}.cli"}
+    faces = {f"{NAME}.plugin", f"{NAME}.cli", f"{NAME}.api"}
     for face in faces:
         assert not _internal(face) & (faces - {face}), face
 
