@@ -24,6 +24,7 @@ from pytest_vaurien.config_file import ConfigFile, read_config_file
 from pytest_vaurien.engine.proxy import Proxy
 from pytest_vaurien.errors import ConfigError, HandlerError, ProxyError, VaurienError
 from pytest_vaurien.plan import check_settings
+from pytest_vaurien.protocols import check_protocol
 from pytest_vaurien.records import (
     ConnectionRecord,
     Reported,
@@ -58,6 +59,8 @@ _BASE_REGISTRY = pytest.StashKey[Registry]()
 _LAYERS = pytest.StashKey[list[Layer]]()
 _SEED = pytest.StashKey[int]()
 _DISTANTS = pytest.StashKey[dict[str, str]]()
+#: ``vaurien_protocols``: the protocol of the proxies of some names.
+_PROTOCOLS = pytest.StashKey[dict[str, Layer]]()
 _PROXY_COUNT = pytest.StashKey[int]()
 _ITEM_PROXIES = pytest.StashKey[list["_Tested"]]()
 _SESSION_STATS = pytest.StashKey[Stats]()
@@ -182,6 +185,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addini("vaurien_distant", DISTANT_HELP)
     parser.addini("vaurien_distants", DISTANTS_HELP, type="linelist")
     parser.addini("vaurien_protocol", PROTOCOL_HELP)
+    parser.addini(
+        "vaurien_protocols",
+        "The protocol of the proxy of each backend, one NAME = PROTOCOL a line "
+        "(e.g. cache = redis); above vaurien_protocol, below --vaurien-protocol and markers",
+        type="linelist",
+    )
     parser.addini("vaurien_rules", "Rules, one a line: " + RULE_HELP, type="linelist")
     parser.addini("vaurien_behavior", BEHAVIOR_HELP)
     parser.addini("vaurien_handlers", HANDLERS_HELP, type="linelist")
@@ -239,6 +248,17 @@ def pytest_configure(config: pytest.Config) -> None:
                 f"vaurien_distant and vaurien_distants ({ini_name}) are both set; keep one "
                 f"(a lone backend is vaurien_distants' entry {DEFAULT} = HOST:PORT)"
             )
+        where = f"vaurien_protocols ({ini_name})"
+        protocols = {
+            name: Layer(
+                source=f"{where}: {name}",
+                protocol=check_protocol(value, f"{where}: {name}"),
+                protocol_source=f"{where}: {name}",
+            )
+            for name, value in _parse_lines(
+                config.getini("vaurien_protocols"), where, "PROTOCOL"
+            ).items()
+        }
         base = registry_from_plugins(make_plugin_manager())
         layers = [ini, cli]
         config_file = _read_config_file(config)
@@ -251,6 +271,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[_BASE_REGISTRY] = base
     config.stash[_LAYERS] = layers
     config.stash[_DISTANTS] = distants
+    config.stash[_PROTOCOLS] = protocols
     config.stash[_SEED] = _session_seed(config, resolve(layers).seed)
     config.stash[_SESSION_STATS] = Stats()
     if config.pluginmanager.hasplugin("xdist"):
@@ -262,18 +283,25 @@ def _rule_lines(lines: list[str]) -> list[str]:
     return [line.strip() for line in lines if line.strip() and not line.strip().startswith("#")]
 
 
-def _parse_distants(lines: list[str], where: str) -> dict[str, str]:
-    """``vaurien_distants``: one ``NAME = HOST:PORT`` a line (blank ones and
-    ``#`` comments left out), each address checked now."""
-    distants: dict[str, str] = {}
+def _parse_lines(lines: list[str], where: str, what: str) -> dict[str, str]:
+    """One ``NAME = VALUE`` a line (blank ones and ``#`` comments left out)."""
+    values: dict[str, str] = {}
     for line in _rule_lines(lines):
         name, sep, value = (part.strip() for part in line.partition("="))
         if not sep or not name or not value:
-            raise ConfigError(f"{where}: {line!r} is not NAME = HOST:PORT")
-        if name in distants:
+            raise ConfigError(f"{where}: {line!r} is not NAME = {what}")
+        if name in values:
             raise ConfigError(f"{where}: {name!r} is given twice; names must differ")
-        distants[name] = format_address(parse_address(value, f"{where}: {name}"))
-    return distants
+        values[name] = value
+    return values
+
+
+def _parse_distants(lines: list[str], where: str) -> dict[str, str]:
+    """``vaurien_distants``: one ``NAME = HOST:PORT`` a line, each address checked now."""
+    return {
+        name: format_address(parse_address(value, f"{where}: {name}"))
+        for name, value in _parse_lines(lines, where, "HOST:PORT").items()
+    }
 
 
 def _read_config_file(config: pytest.Config) -> ConfigFile | None:
@@ -565,8 +593,15 @@ def _marker_layer(item: pytest.Item, marker: pytest.Mark) -> Layer:
 def _layers(item: pytest.Item, name: str | None = DEFAULT) -> list[Layer]:
     """The command line's, ini file's and config file's layers, then the markers
     that apply to the proxy ``name``."""
-    configured: list[Layer] = item.config.stash[_LAYERS]
-    return [*configured, *_marker_layers(item, name)]
+    return [*_configured_layers(item.config, name), *_marker_layers(item, name)]
+
+
+def _configured_layers(config: pytest.Config, name: str | None) -> list[Layer]:
+    """The config file's, ini file's and command line's layers, with the
+    ``vaurien_protocols`` line of the proxy ``name`` under the command line's."""
+    layers: list[Layer] = config.stash[_LAYERS]
+    named = config.stash[_PROTOCOLS].get(name) if name is not None else None
+    return layers if named is None else [*layers[:-1], named, layers[-1]]
 
 
 def _marked_distant(item: pytest.Item, name: str | None) -> str | tuple[str, int] | None:
@@ -882,7 +917,8 @@ def vaurien_session_proxies(request: pytest.FixtureRequest) -> Iterator[dict[str
     Each test that uses it gets its own behavior, options and rules from its
     setup to its teardown (its markers, else the command line and ini file),
     and its own records and report; between tests, transparent relay. The
-    protocol is the session's (``--vaurien-protocol``, ``vaurien_protocol``).
+    protocol is the session's (``--vaurien-protocol``, ``vaurien_protocols``,
+    ``vaurien_protocol``).
     Connections stay open across tests.
     """
     config = request.config
@@ -894,7 +930,7 @@ def vaurien_session_proxies(request: pytest.FixtureRequest) -> Iterator[dict[str
             for name, distant in distants.items():
                 fixture = Layer(source=f"vaurien_distant ({name})", distant=distant)
                 settings = dataclasses.replace(
-                    resolve([*config.stash[_LAYERS], fixture]),
+                    resolve([*_configured_layers(config, name), fixture]),
                     behavior=parse_behavior("100:dummy"),
                     behavior_source="between tests",
                     options={},
@@ -957,8 +993,9 @@ def _vaurien_session_test(request: pytest.FixtureRequest) -> Iterator[None]:
                 raise ConfigError(
                     f"{settings.protocol_source}: protocol={settings.protocol!r} for the "
                     f"session proxy {name!r}, which relays {session.protocol!r} for the whole "
-                    "session; set a session proxy's protocol with --vaurien-protocol or "
-                    "vaurien_protocol in the ini file"
+                    "session; set a session proxy's protocol with --vaurien-protocol, or "
+                    "vaurien_protocols (one NAME = PROTOCOL a line) or vaurien_protocol in the "
+                    "ini file"
                 )
             window = session.begin(settings, registry, _proxy_seed(item, f"session:{name}"))
             begun.append((session, window, _marker_allows_refused(item, name)))

@@ -224,7 +224,8 @@ def test_a_marker_asking_another_protocol_fails_its_test(pytester, echo_server):
         [
             "vaurien marker on test_other: protocol: protocol='http' for the session proxy "
             "'default', which relays 'tcp' for the whole session; set a session proxy's "
-            "protocol with --vaurien-protocol or vaurien_protocol in the ini file"
+            "protocol with --vaurien-protocol, or vaurien_protocols (one NAME = PROTOCOL a "
+            "line) or vaurien_protocol in the ini file"
         ]
     )
 

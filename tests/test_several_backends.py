@@ -372,3 +372,73 @@ def test_the_several_backends_page_shows_the_example_word_for_word():
     assert len(blocks) >= 3
     for block in blocks:
         assert block in example, block
+
+
+def test_vaurien_protocols_frames_each_backend_in_its_own_protocol(stores):
+    """Session pools of Redis and PostgreSQL, each proxy framing its own
+    protocol: a marker's rule faults one Redis command and one SQL statement,
+    in a test whose pools were opened by the test before it."""
+    stores.makeini("""
+        [pytest]
+        vaurien_protocols =
+            redis = redis
+            postgres = postgresql
+    """)
+    stores.makepyfile("""
+        import psycopg
+        import pytest
+        import redis
+
+        from stores import pg_connect, redis_client
+
+        POOLS = {}
+
+
+        def test_open_the_pools(vaurien_session_proxies):
+            assert vaurien_session_proxies["redis"].protocol == "redis"
+            assert vaurien_session_proxies["postgres"].protocol == "postgresql"
+            POOLS["redis"] = redis_client(vaurien_session_proxies["redis"])
+            POOLS["pg"] = pg_connect(vaurien_session_proxies["postgres"])
+            assert POOLS["redis"].ping()
+            assert POOLS["pg"].execute("SELECT 1").fetchone() == (1,)
+
+
+        @pytest.mark.vaurien(target="redis", rules=["error; reply=READONLY replica; match=SET"])
+        @pytest.mark.vaurien(
+            target="postgres",
+            rules=["error; sqlstate=40001; message=could not serialize; match=UPDATE *"],
+        )
+        def test_faults_per_command(vaurien_session_proxies):
+            with pytest.raises(redis.exceptions.ReadOnlyError):
+                POOLS["redis"].set("k", "v")
+            assert POOLS["redis"].get("k") is None
+            with pytest.raises(psycopg.errors.SerializationFailure):
+                POOLS["pg"].execute("UPDATE pg_class SET relname = relname WHERE false")
+            assert POOLS["pg"].execute("SELECT 2").fetchone() == (2,)
+            requests = [e.request for e in vaurien_session_proxies["redis"].exchanges]
+            assert "SET" in requests and "GET" in requests
+            faults = [e.fault for e in vaurien_session_proxies["postgres"].exchanges if e.injected]
+            assert faults == ["error"]
+
+
+        def test_after_it_the_pools_relay_untouched():
+            assert POOLS["redis"].set("k", "v")
+            POOLS["pg"].execute("UPDATE pg_class SET relname = relname WHERE false")
+            POOLS["redis"].close()
+            POOLS["pg"].close()
+    """)
+    stores.runpytest("-p", "no:randomly").assert_outcomes(passed=3)
+
+
+def test_vaurien_protocols_names_a_bad_line(pytester):
+    pytester.makeini("""
+        [pytest]
+        vaurien_protocols =
+            cache = resp
+    """)
+    pytester.makepyfile("def test_it(): pass")
+    result = pytester.runpytest()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        ["*vaurien_protocols (tox.ini): cache: unknown protocol 'resp'; known: http, memcache*"]
+    )
