@@ -48,6 +48,7 @@ CREATE_FIELDS = (
     "options",
     "rules",
     "enabled",
+    "seed",
 )
 PATCH_FIELDS = ("behavior", "options", "protocol", "upstream", "enabled")
 _NAME = re.compile(r"[A-Za-z0-9_.~-][A-Za-z0-9_.~:@-]{0,199}")
@@ -281,7 +282,10 @@ class Control:
             rules=body.get("rules", []),
         )
         enabled = _bool(body.get("enabled", True), "enabled")
-        proxy = self._make(settings, name, listen)
+        seed = body.get("seed")
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
+            raise _invalid("seed", seed, "a whole number >= 0 (every random choice draws from it)")
+        proxy = self._make(settings, name, listen, seed)
         self.add(proxy)
         if not enabled:
             proxy.disable()
@@ -322,11 +326,14 @@ class Control:
         with _field("behavior", behavior):
             return resolve([layer])
 
-    def _make(self, settings: Settings, name: str, listen: Address) -> Proxy:
+    def _make(
+        self, settings: Settings, name: str, listen: Address, seed: int | None = None
+    ) -> Proxy:
         try:
             return Proxy.from_settings(
                 settings,
                 registry=self.registry,
+                seed=seed,
                 host=listen[0],
                 port=listen[1],
                 name=name,
@@ -381,6 +388,7 @@ class Control:
             },
             "rules": [rule.describe() for rule in proxy.rules],
             "enabled": proxy.enabled,
+            "seed": proxy.seed,
             "accepted": proxy.accepted,
             "open_connections": proxy.open_connections,
         }
@@ -449,7 +457,7 @@ class Control:
             options=merged,
             rules=[str(rule) for rule in proxy.rules],
         )
-        replacement = self._make(settings, proxy.name, proxy.address)
+        replacement = self._make(settings, proxy.name, proxy.address, proxy.seed)
         proxy.stop()
         try:
             replacement.start()
