@@ -11,12 +11,16 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import hashlib
+import os
 import random
 from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, NoReturn, Protocol
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
 import pytest
+
+if TYPE_CHECKING:
+    from pytest_vaurien.client import Client
 
 from pytest_vaurien.address import format_address, parse_address
 from pytest_vaurien.behavior import parse_behavior
@@ -62,6 +66,8 @@ _DISTANTS = pytest.StashKey[dict[str, str]]()
 #: ``vaurien_protocols``: the protocol of the proxies of some names.
 _PROTOCOLS = pytest.StashKey[dict[str, Layer]]()
 _PROXY_COUNT = pytest.StashKey[int]()
+#: ``--vaurien-control``: the control API the tests' proxies are made on.
+_CONTROL = pytest.StashKey["Client | None"]()
 _ITEM_PROXIES = pytest.StashKey[list["_Tested"]]()
 _SESSION_STATS = pytest.StashKey[Stats]()
 _MARKER_READ = pytest.StashKey[bool]()
@@ -114,6 +120,12 @@ RULE_HELP = (
     "A rule: the fault, then '; key=value' pairs, e.g. "
     "'error; status=503; match=POST /payments/*; schedule=first:2'"
 )
+CONTROL_HELP = (
+    "Make the tests' proxies on the vaurien control API at URL (e.g. http://127.0.0.1:8474) "
+    "instead of in this process; its token comes from $VAURIEN_CONTROL_TOKEN"
+)
+#: Where the control API's token comes from.
+TOKEN_VARIABLE = "VAURIEN_CONTROL_TOKEN"
 REFUSED_EVERY_CONNECTION = "backend {distant} refused every connection ({count}); is it running?"
 NO_DISTANT = (
     "vaurien_proxy needs a backend address and none is configured; set it one of four ways: "
@@ -182,6 +194,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         metavar="RULE",
         help=RULE_HELP + " (repeatable; replaces the ini file's rules)",
     )
+    group.addoption("--vaurien-control", dest="vaurien_control", metavar="URL", help=CONTROL_HELP)
+    parser.addini("vaurien_control", CONTROL_HELP)
     parser.addini("vaurien_distant", DISTANT_HELP)
     parser.addini("vaurien_distants", DISTANTS_HELP, type="linelist")
     parser.addini("vaurien_protocol", PROTOCOL_HELP)
@@ -269,6 +283,7 @@ def pytest_configure(config: pytest.Config) -> None:
     except VaurienError as error:
         raise pytest.UsageError(str(error)) from None
     config.stash[_BASE_REGISTRY] = base
+    config.stash[_CONTROL] = _control_client(config)
     config.stash[_LAYERS] = layers
     config.stash[_DISTANTS] = distants
     config.stash[_PROTOCOLS] = protocols
@@ -276,6 +291,21 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[_SESSION_STATS] = Stats()
     if config.pluginmanager.hasplugin("xdist"):
         config.pluginmanager.register(_XdistHooks(), "vaurien-xdist")
+
+
+def _control_client(config: pytest.Config) -> Client | None:
+    """``--vaurien-control``, else ``vaurien_control``: the client of that API."""
+    flag = config.getoption("vaurien_control")
+    url = flag or config.getini("vaurien_control")
+    if not url:
+        return None
+    from pytest_vaurien.client import Client
+
+    where = "--vaurien-control" if flag else "vaurien_control"
+    try:
+        return Client(url, token=os.environ.get(TOKEN_VARIABLE) or None)
+    except VaurienError as error:
+        raise pytest.UsageError(f"{where}: {error}") from None
 
 
 def _rule_lines(lines: list[str]) -> list[str]:
@@ -790,6 +820,16 @@ def vaurien_proxy_factory(
 
 def _start(item: pytest.Item, registry: Registry, settings: Settings, name: str | None) -> Proxy:
     index = item.stash.get(_PROXY_COUNT, 0)
+    client = item.config.stash[_CONTROL]
+    if client is not None:  # on the control API: the same settings, made there
+        from pytest_vaurien.remote import RemoteTestProxy
+
+        remote = RemoteTestProxy.create(
+            client, settings, _proxy_seed(item, index), name or "vaurien_proxy"
+        )
+        item.stash[_PROXY_COUNT] = index + 1
+        item.stash.setdefault(_ITEM_PROXIES, []).append(remote)
+        return remote  # type: ignore[return-value]  # reads as a Proxy
     proxy = Proxy.from_settings(
         settings,
         registry=registry,
@@ -811,7 +851,7 @@ def _stop_all(config: pytest.Config, proxies: list[tuple[Proxy, bool]]) -> list[
     for proxy, allow_refused in proxies:
         try:
             proxy.stop()
-        except ProxyError as error:
+        except VaurienError as error:  # did not stop, or the control API said no
             problems.append(str(error))
         stats = proxy.stats
         config.stash[_SESSION_STATS] = config.stash[_SESSION_STATS] + stats
@@ -854,7 +894,9 @@ def vaurien_proxies(
         for name, distant in distants.items():
             where = f"vaurien_distant ({name})" if name != DEFAULT else "vaurien_distant"
             fixture = Layer(source=where, distant=distant)
-            settings = resolve([*item.config.stash[_LAYERS], fixture, *_marker_layers(item, name)])
+            settings = resolve(
+                [*_configured_layers(item.config, name), fixture, *_marker_layers(item, name)]
+            )
             allowed = _marker_allows_refused(item, name)
             proxies[name] = _vaurien_test_proxies.start(settings, name, allowed)
     except VaurienError as error:

@@ -25,7 +25,7 @@ import pytest
 
 from tests.client import wait_until
 
-__all__ = ["Server", "mariadb", "memcached", "postgresql", "redis", "smtp"]
+__all__ = ["Server", "mariadb", "memcached", "postgresql", "redis", "smtp", "vaurien_control"]
 
 
 @dataclass
@@ -272,3 +272,31 @@ def smtp() -> Iterator[Server]:
     finally:
         controller.stop()
         time.sleep(0)  # the controller joined its thread
+
+
+@contextlib.contextmanager
+def vaurien_control(*extra: str, env: dict[str, str] | None = None) -> Iterator[Server]:
+    """The ``vaurien`` command serving only its control API, as a remote vaurien
+    in front of a compose stack would (``extra``: more command-line options)."""
+    import sys
+
+    port = free_port()
+    process = _start(
+        [
+            sys.executable,
+            "-m",
+            "pytest_vaurien",
+            "--control",
+            f"127.0.0.1:{port}",
+            "--log-level",
+            "warning",
+            *extra,
+        ],
+        port,
+        "vaurien --control",
+        env={**os.environ, **(env or {})},
+    )
+    try:
+        yield Server("127.0.0.1", port, process, {"url": f"http://127.0.0.1:{port}"})
+    finally:
+        _stop(process)
