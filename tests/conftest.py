@@ -116,6 +116,15 @@ def _new_fds(before: dict[int, str]) -> dict[int, str]:
     return {fd: target for fd, target in _open_fds().items() if before.get(fd) != target}
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _shared_hub() -> None:
+    """Start the process's shared hub before any test counts descriptors: its
+    loop's two (epoll, eventfd) live as long as the process, by design."""
+    from pytest_vaurien.engine.hub import shared_hub
+
+    shared_hub()
+
+
 @pytest.fixture(autouse=True)
 def _no_leftovers(echo_server: EchoServer) -> Iterator[None]:
     """Fail a test that leaves a proxy thread or file descriptors behind.

@@ -13,6 +13,7 @@ import gevent
 import pytest
 
 from pytest_vaurien import BaseHandler, ConfigError, Proxy, ProxyError
+from pytest_vaurien.engine.hub import HUB_THREAD_NAME
 from pytest_vaurien.records import Ending
 from pytest_vaurien.registry import Registry, make_plugin_manager, registry_from_plugins
 from tests.servers import EchoServer, refused_address, roundtrip, wait_until
@@ -242,11 +243,17 @@ def test_behavior_mix_draws_per_connection(echo_server):
     assert sum(r.handler == "upper" for r in proxy.connections) == upper
 
 
-def test_stop_returns_with_the_thread_gone(echo_server):
-    proxy = Proxy(echo_server.address, name="vaurien-proxy-joined").start()
-    [thread] = [t for t in threading.enumerate() if t.name == "vaurien-proxy-joined"]
-    proxy.stop()
-    assert not thread.is_alive()
+def test_stop_returns_with_the_port_closed_and_one_hub_thread_for_all(echo_server):
+    with Proxy(echo_server.address) as first, Proxy(echo_server.address) as second:
+        hubs = [t for t in threading.enumerate() if t.name == HUB_THREAD_NAME]
+        assert len(hubs) == 1
+        assert hubs[0].daemon
+        assert roundtrip(first.address, b"1") == b"1"
+        assert roundtrip(second.address, b"2") == b"2"
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(first.address, timeout=5)
+    assert not first.running
+    assert not second.running
 
 
 class Blocking(BaseHandler):
@@ -295,13 +302,13 @@ def test_a_name_with_several_addresses_reaches_the_one_that_listens(echo_server)
 
 
 def test_the_proxy_thread_leaves_the_programs_signals_to_the_main_thread(echo_server):
-    """A SIGTERM landing in the proxy's thread was only flagged there, and the
+    """A SIGTERM landing in the proxy's (now the shared hub's) thread was only flagged there, and the
     vaurien command, blocked waiting for it in its main thread, hung."""
     import signal
 
-    with Proxy(echo_server.distant, name="vaurien-proxy-signals") as proxy:
+    with Proxy(echo_server.distant) as proxy:
         assert proxy.running
-        [thread] = [t for t in threading.enumerate() if t.name == "vaurien-proxy-signals"]
+        [thread] = [t for t in threading.enumerate() if t.name == HUB_THREAD_NAME]
         with open(f"/proc/self/task/{thread.native_id}/status") as status:
             blocked = next(int(line.split()[1], 16) for line in status if line.startswith("SigBlk"))
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGALRM):

@@ -241,6 +241,8 @@ def test_factory_makes_several_proxies_and_stops_them(make_test, pytester, echo_
         f'''
         import threading
 
+        MADE = []
+
         def test_it(vaurien_proxy_factory):
             plain = vaurien_proxy_factory("{echo_server.distant}")
             loud = vaurien_proxy_factory({echo_server.address!r}, behavior="upper",
@@ -248,12 +250,14 @@ def test_factory_makes_several_proxies_and_stops_them(make_test, pytester, echo_
             assert plain.port != loud.port
             assert roundtrip(plain.address) == b"ping"
             assert roundtrip(loud.address) == b"PING#"
-            assert len([t for t in threading.enumerate()
-                        if t.name.startswith("vaurien-proxy")]) == 2
+            # one shared hub thread serves every proxy of the process
+            assert [t.name for t in threading.enumerate()].count("vaurien-hub") == 1
+            assert plain.running and loud.running
+            MADE.extend((plain, loud))
 
         def test_after(vaurien_proxy_factory):
-            import threading
-            assert not [t for t in threading.enumerate() if t.name.startswith("vaurien-proxy")]
+            assert MADE
+            assert not any(proxy.running for proxy in MADE)
     ''',
     )
     pytester.runpytest("-p", "no:randomly").assert_outcomes(passed=2)

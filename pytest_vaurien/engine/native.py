@@ -1,7 +1,7 @@
 """Native threads and events, whether or not the user's process is monkey-patched.
 
-The proxy's thread must be a real OS thread with a hub of its own, and the
-test thread must wait on it with a real lock: in a patched process
+The shared hub's thread must be a real OS thread with a hub of its own, and
+the test thread must wait on it with a real lock: in a patched process
 ``threading`` is green and would wait on the wrong hub.
 """
 
@@ -12,9 +12,11 @@ from collections.abc import Callable
 
 import gevent.monkey
 
-__all__ = ["NativeEvent", "allocate_lock", "start_native_thread"]
+__all__ = ["NativeEvent", "allocate_lock", "get_ident", "start_native_thread"]
 
 allocate_lock = gevent.monkey.get_original("_thread", "allocate_lock")
+#: The OS thread's identity (a patched ``threading.get_ident`` names greenlets).
+get_ident = gevent.monkey.get_original("_thread", "get_ident")
 _start_new_thread = gevent.monkey.get_original("_thread", "start_new_thread")
 
 

@@ -1,22 +1,24 @@
-"""``Proxy``: a chaos TCP proxy on its own gevent hub, in a background thread.
+"""``Proxy``: a chaos TCP proxy, a listener greenlet on the process's shared hub.
 
-The test thread is never monkey-patched: the proxy runs a native thread with
-a hub of its own, builds its listener there (a gevent socket belongs to the
-loop of the thread that made it) and is stopped by a callback scheduled with
-``loop.run_callback_threadsafe``, the one gevent call meant for crossing
-threads. Every wait is bounded, so ``stop()`` returns in well under a
-second even while a handler sleeps for minutes.
+The test thread is never monkey-patched: every proxy of the process runs on
+one native thread with a gevent hub of its own (:mod:`.hub`), started by the
+first ``start()``. A proxy builds its listener there (a gevent socket
+belongs to the loop of the thread that made it) and is started and stopped
+by callbacks scheduled with ``loop.run_callback_threadsafe``, the one gevent
+call meant for crossing threads. Every wait is bounded, so ``stop()``
+returns in well under a second even while a handler sleeps for minutes, and
+stopping one proxy leaves the others on the hub undisturbed.
 """
 
 from __future__ import annotations
 
+import _socket
 import logging
+import os
 import random
 import resource
-import signal
 import socket
 import sys
-import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -24,13 +26,13 @@ from contextlib import contextmanager
 from typing import Any
 
 import gevent
-import gevent.event
 import gevent.socket
 from gevent import Greenlet, GreenletExit
 
 from pytest_vaurien.address import Address, format_address, parse_address
 from pytest_vaurien.engine.connection import EXHAUSTED, ProxyDown, Slot, serve_connection
-from pytest_vaurien.engine.native import NativeEvent, allocate_lock, start_native_thread
+from pytest_vaurien.engine.hub import HUB_THREAD_NAME, SharedHub, shared_hub
+from pytest_vaurien.engine.native import NativeEvent, allocate_lock
 from pytest_vaurien.engine.upstream import Upstream
 from pytest_vaurien.errors import ConfigError, ProxyError
 from pytest_vaurien.handlers.base import DEFAULT_READ_SIZE, BaseHandler
@@ -65,6 +67,11 @@ log = logging.getLogger("vaurien")
 _EXHAUSTED = EXHAUSTED
 #: How long accepting backs off after a failure.
 ACCEPT_BACKOFF = 0.01
+#: Connections one wakeup of the listener accepts before letting others run.
+ACCEPTS_PER_WAKEUP = 64
+_BLOCKING_HINT = (
+    " (time.sleep or a blocking call instead of gevent's): that stalls every proxy of the process"
+)
 
 
 class _Burst:
@@ -115,7 +122,7 @@ class Proxy:
     :param host: where to listen; 127.0.0.1 by default.
     :param port: where to listen; 0 (the default) picks a free port.
     :param on_record: called with each connection's record when it ends (in
-        the proxy's thread: keep it short), e.g. to log it.
+        the shared hub's thread: keep it short), e.g. to log it.
     :param protocol: ``"tcp"`` (faults per connection) or a protocol to frame,
         such as ``"http"`` (faults per request).
     :param rules: :class:`~pytest_vaurien.Rule` objects or their string forms.
@@ -124,6 +131,11 @@ class Proxy:
         that memory does not grow with each connection.
     :param max_records: keep only the latest this many connection records
         and as many exchange records (a proxy of the control API).
+
+    Every proxy of the process runs on one shared hub thread: a handler must
+    wait with gevent (``gevent.sleep``, gevent sockets), never block. A
+    ``time.sleep`` in a handler stalls every proxy of the process until it
+    returns, and makes ``stop()`` fail with a ``ProxyError`` saying so.
     """
 
     def __init__(
@@ -242,7 +254,7 @@ class Proxy:
         self.port = port
         self.name = name
         self.read_size = read_size
-        #: Called in the proxy thread with each connection's record once it ended.
+        #: Called in the shared hub's thread with each connection's record once it ended.
         self.on_record = on_record
         self.seed = seed if seed is not None else random.SystemRandom().randrange(2**32)
         #: The seeded random source behind every random choice of this proxy.
@@ -254,7 +266,7 @@ class Proxy:
         self._records: deque[ConnectionRecord] = deque(maxlen=max_records)
         self._exchanges: deque[ExchangeRecord] = deque(maxlen=max_records)
         self._ordinals = 0
-        #: Called in the proxy thread with each exchange's record as it starts.
+        #: Called in the shared hub's thread with each exchange's record as it starts.
         self.on_exchange: Callable[[ExchangeRecord], None] | None = None
         self._keep_records = keep_records
         self._accepted = 0
@@ -262,13 +274,15 @@ class Proxy:
         self._slots: dict[Greenlet, Slot] = {}
         self._burst = _Burst(self.name)
         self._lock = allocate_lock()
-        self._hub: Any = None
-        self._stopping: gevent.event.Event | None = None
+        #: The shared hub this proxy runs on, from ``start()``.
+        self._hub: SharedHub | None = None
+        self._stop_asked = False
         self._done: NativeEvent | None = None
-        self._start_error: BaseException | None = None
-        self._acceptor: Greenlet | None = None
-        self._thread: threading.Thread | None = None
-        self._listener: gevent.socket.socket | None = None
+        #: The listening socket (a plain non-blocking one) and its read
+        #: watcher on the hub, whose callback accepts: no acceptor greenlet.
+        self._listener: _socket.socket | None = None
+        self._acceptor: Any = None
+        self._backoff: Any = None
         self._enabled = True
 
     # -- what tests read -------------------------------------------------
@@ -530,48 +544,70 @@ class Proxy:
     def start(self) -> Proxy:
         """Listen and start relaying; return once the port is bound.
 
+        The port is bound here, in the caller's thread, and the shared hub
+        (one thread for every proxy of the process, started by the first
+        ``start()``) starts accepting on it as soon as it gets to it:
+        connections made meanwhile wait in the listen backlog.
+
         :raises ProxyError: if it is already running or cannot listen.
         """
         if self._done is not None:
             raise ProxyError(f"{self.name} was already started; make a new Proxy")
         self.upstream.resolve()
-        ready = NativeEvent()
-        self._done = NativeEvent()
-        self._thread = start_native_thread(lambda: self._run(ready), self.name)
-        if not ready.wait(START_TIMEOUT):
-            self.stop()
-            raise ProxyError(f"{self.name} did not start within {START_TIMEOUT:g}s")
-        if self._start_error is not None:
-            self._done.wait(STOP_TIMEOUT)
-            error = self._start_error
+        try:
+            listener = self._listen()
+        except OSError as error:
             raise ProxyError(
                 f"{self.name}: cannot listen on {format_address((self.host, self.port))}: {error}"
             ) from error
+        try:
+            hub = shared_hub()
+        except ProxyError:
+            listener.close()
+            raise
+        self._hub = hub
+        self._listener = listener
+        self._done = NativeEvent()
+        hub.proxies.add(self)
+        if hub.in_thread():  # started from a greenlet of the hub itself
+            self._begin()
+        else:
+            hub.call(self._begin)
         return self
 
     def stop(self, timeout: float = STOP_TIMEOUT) -> None:
-        """Close the listener and every connection, and end the thread.
+        """Close the listener and kill this proxy's connections; other proxies
+        on the shared hub go on undisturbed.
 
-        Idempotent. :raises ProxyError: naming the thread if it outlives
-        ``timeout`` seconds.
+        Idempotent, and bounded even while a handler sleeps for minutes
+        (killed connections get ``KILL_GRACE`` seconds to unwind, then what
+        they hold is closed from outside).
+
+        :raises ProxyError: if it is not done within ``timeout`` seconds: a
+            handler is blocking the shared hub (``time.sleep`` instead of
+            ``gevent.sleep``), which stalls every proxy of the process.
         """
-        done = self._done
-        if done is None or done.is_set():
+        done, hub = self._done, self._hub
+        if done is None or done.is_set() or hub is None:
             return
         with self._lock:
-            if self._hub is not None and self._stopping is not None:
-                try:
-                    self._hub.loop.run_callback_threadsafe(self._stopping.set)
-                except ValueError:  # the loop is being destroyed: it is stopping anyway
-                    pass
-        deadline = time.monotonic() + timeout
+            first, self._stop_asked = not self._stop_asked, True
+        if first:
+            try:
+                if hub.in_thread():
+                    self._shut_down()
+                else:
+                    hub.call(self._shut_down)
+            except ProxyError:  # the hub is gone, and this proxy with it
+                done.set()
+                return
+        if hub.in_thread():  # from a greenlet of the hub: waiting would block it
+            return
         if not done.wait(timeout):
             raise ProxyError(
-                f"thread {self.name!r} did not stop within {timeout:g}s; is a handler "
-                "blocking its hub (time.sleep or a blocking call instead of gevent's)?"
+                f"{self.name} did not stop within {timeout:g}s; is a handler blocking "
+                f"the shared hub thread {HUB_THREAD_NAME!r}?{_BLOCKING_HINT}"
             )
-        if self._thread is not None:  # the last lines of the thread: gone at once
-            self._thread.join(max(0.0, deadline - time.monotonic()))
 
     def __enter__(self) -> Proxy:
         return self.start()
@@ -579,53 +615,56 @@ class Proxy:
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
 
-    # -- inside the proxy thread ----------------------------------------
+    # -- inside the hub --------------------------------------------------
 
-    def _run(self, ready: NativeEvent) -> None:
-        _keep_signals_for_the_main_thread()
-        hub = gevent.get_hub()
+    def _begin(self) -> None:
+        """Accept on the listener ``start()`` bound (a loop callback: nothing here waits)."""
         try:
-            try:
-                self._go_up()
-            except OSError as error:
-                self._start_error = error
+            if not self._stop_asked:
+                self._watch(self._listener)
+        except BaseException as error:  # never leave an error in the hub
+            print(f"{self.name}: starting: {error!r}", file=sys.stderr)
+
+    def _shut_down(self) -> None:
+        """Go down for good, then say so (a loop callback).
+
+        With no connection open, that is all done here, at once; else a
+        greenlet kills them, bounded (``_go_down``).
+        """
+        try:
+            self._close_listener()
+            if self._slots:
+                gevent.spawn(self._shut_down_connections)
                 return
-            self._stopping = gevent.event.Event()
-            # an active timer keeps the loop alive while the proxy is down
-            # (no listener, no connection): else waiting raises LoopExit
-            keepalive = gevent.spawn(gevent.sleep, 10**9)
-            with self._lock:
-                self._hub = hub
-            ready.set()
-            self._stopping.wait()
+        except BaseException as error:  # never leave an error in the hub
+            print(f"{self.name}: stopping: {error!r}", file=sys.stderr)
+        self._stopped()
+
+    def _shut_down_connections(self) -> None:
+        try:
             self._go_down(GreenletExit)
-            keepalive.kill()
-        except BaseException as error:  # never let the thread die silently
-            self._start_error = self._start_error or error
-            print(f"{self.name}: {error!r}", file=sys.stderr)
+        except BaseException as error:  # never leave an error in the hub
+            print(f"{self.name}: stopping: {error!r}", file=sys.stderr)
         finally:
-            with self._lock:
-                self._hub = None
-            ready.set()
-            _destroy(hub)
-            self._stopping = None
-            assert self._done is not None
-            self._done.set()
+            self._stopped()
+
+    def _stopped(self) -> None:
+        hub = self._hub
+        if hub is not None:
+            hub.proxies.discard(self)
+        assert self._done is not None
+        self._done.set()
 
     def _go_up(self) -> None:
         """Listen (again, on the same port) and accept."""
-        if self._acceptor is None:
+        if self._listener is None:
             self._listener = self._listen()
-            self._acceptor = gevent.spawn(self._accept, self._listener)
+            self._watch(self._listener)
 
     def _go_down(self, exception: type[BaseException] = ProxyDown) -> None:
-        """Stop listening (connects are refused) and kill every connection."""
-        if self._acceptor is not None:
-            self._acceptor.kill(block=True, timeout=KILL_GRACE)
-            self._acceptor = None
-        if self._listener is not None:
-            self._listener.close()
-            self._listener = None
+        """Stop listening (connects are refused) and kill every connection of
+        this proxy, and only those: the hub serves other proxies."""
+        self._close_listener()
         slots = list(self._slots.values())
         greenlets: list[Greenlet] = [slot.greenlet for slot in slots]
         for greenlet in greenlets:
@@ -634,17 +673,30 @@ class Proxy:
         # unwound by then is closed from outside
         gevent.joinall(greenlets, timeout=KILL_GRACE)
         ending = Ending.PROXY_DOWN if exception is ProxyDown else Ending.PROXY_STOPPED
+        abandoned = False
         for slot, greenlet in zip(slots, greenlets, strict=True):
             if not greenlet.dead:
                 slot.abandon(ending)
                 self._slots.pop(greenlet, None)
-        if slots:
+                abandoned = True
+        if abandoned:
             # gevent defers closing a descriptor that a watcher still waits on
-            # to the loop's next wakeup: make one happen before the hub goes
-            gevent.sleep(0.001)
+            # to a loop callback: let it run before saying we are down
+            gevent.sleep(0)
+
+    def _close_listener(self) -> None:
+        """Stop accepting and close the listening socket (in the hub)."""
+        for watcher in (self._acceptor, self._backoff):
+            if watcher is not None:
+                watcher.stop()
+                watcher.close()
+        self._acceptor = self._backoff = None
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
 
     def _in_hub(self, func: Callable[[], None], what: str, timeout: float) -> None:
-        """Run ``func`` in the proxy's thread and wait (bounded) until it is done."""
+        """Run ``func`` in a greenlet of the hub and wait (bounded) until it is done."""
         finished = NativeEvent()
         failure: list[BaseException] = []
 
@@ -656,36 +708,63 @@ class Proxy:
             finally:
                 finished.set()
 
-        with self._lock:
-            if self._hub is None:
-                raise ProxyError(f"{self.name} is not running; cannot {what}")
-            self._hub.loop.run_callback_threadsafe(gevent.spawn, run)
+        hub = self._hub
+        if hub is None or not self.running or self._stop_asked:
+            raise ProxyError(f"{self.name} is not running; cannot {what}")
+        if hub.in_thread():
+            run()
+        else:
+            hub.call(gevent.spawn, run)
         if not finished.wait(timeout):
-            raise ProxyError(f"{self.name} did not {what} within {timeout:g}s")
+            raise ProxyError(
+                f"{self.name} did not {what} within {timeout:g}s; is a handler blocking "
+                f"the shared hub thread {HUB_THREAD_NAME!r}?"
+            )
         if failure:
             raise ProxyError(f"{self.name} could not {what}: {failure[0]}") from failure[0]
 
-    def _listen(self) -> gevent.socket.socket:
+    def _listen(self) -> _socket.socket:
+        """A plain non-blocking listening socket, bound: from any thread
+        (the caller's in ``start()``), as no loop owns it."""
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
-        listener = gevent.socket.socket(family, socket.SOCK_STREAM)
+        listener = _socket.socket(family, socket.SOCK_STREAM)
         try:
             listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             listener.bind((self.host, self.port))
             listener.listen(LISTEN_BACKLOG)
+            listener.setblocking(False)
         except OSError:
             listener.close()
             raise
         self.port = listener.getsockname()[1]
         return listener
 
-    def _accept(self, listener: gevent.socket.socket) -> None:
-        while True:
+    def _watch(self, listener: _socket.socket | None) -> None:
+        """Accept in the read watcher's callback of ``listener`` (in the hub)."""
+        if listener is None or self._acceptor is not None:
+            return
+        self._acceptor = gevent.get_hub().loop.io(listener.fileno(), 1)
+        self._acceptor.start(self._on_acceptable, listener)
+
+    def _on_acceptable(self, listener: _socket.socket) -> None:
+        """Accept what waits (a bounded batch), a greenlet per connection."""
+        family = listener.family
+        for _ in range(ACCEPTS_PER_WAKEUP):
             try:
-                client_sock, peer = listener.accept()
+                fd, peer = listener._accept()  # type: ignore[attr-defined]  # the fd, no object
+            except BlockingIOError:
+                return
             except OSError as error:
+                if listener is not self._listener:  # closed under us
+                    return
                 if error.errno in _EXHAUSTED:
                     self.exhausted(error, f"accept on {format_address(self.address)}")
-                gevent.sleep(ACCEPT_BACKOFF)  # back off rather than spin
+                self._back_off()
+                return
+            try:
+                client_sock = gevent.socket.socket(family, socket.SOCK_STREAM, 0, fd)
+            except OSError:  # pragma: no cover - the descriptor is valid
+                os.close(fd)
                 continue
             index = self._accepted
             record = ConnectionRecord(index, format_address(peer[:2]))
@@ -697,6 +776,22 @@ class Proxy:
             greenlet = slot.greenlet = gevent.spawn(self._serve, slot, unit)
             self._slots[greenlet] = slot
             greenlet.link(self._forget)
+
+    def _back_off(self) -> None:
+        """After a failed accept, wait ``ACCEPT_BACKOFF`` rather than spin."""
+        acceptor = self._acceptor
+        if acceptor is None or self._backoff is not None:
+            return
+        acceptor.stop()
+        self._backoff = gevent.get_hub().loop.timer(ACCEPT_BACKOFF)
+        self._backoff.start(self._resume, acceptor)
+
+    def _resume(self, acceptor: Any) -> None:
+        if self._backoff is not None:
+            self._backoff.close()
+            self._backoff = None
+        if acceptor is self._acceptor and self._listener is not None:
+            acceptor.start(self._on_acceptable, self._listener)
 
     def exhausted(self, error: OSError, doing: str) -> None:
         """Note that ``doing`` failed for want of descriptors (or buffers)."""
@@ -715,41 +810,6 @@ class Proxy:
                     self.on_record(record)
                 except Exception as error:  # a broken callback must not break the relay
                     print(f"{self.name}: on_record failed: {error!r}", file=sys.stderr)
-
-
-#: Signals meant for the program (Ctrl-C, a stop, a reload, pytest-timeout's alarm).
-_PROGRAM_SIGNALS = frozenset(
-    getattr(signal, name)
-    for name in ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT", "SIGALRM", "SIGUSR1", "SIGUSR2")
-    if hasattr(signal, name)
-)
-
-
-def _keep_signals_for_the_main_thread() -> None:
-    """Block the program's signals in the proxy's thread.
-
-    The kernel hands a process's signal to any thread that does not block it;
-    if it lands here, Python only flags it, and a main thread blocked on a
-    lock (the command waiting for SIGTERM) may never see it.
-    """
-    if hasattr(signal, "pthread_sigmask"):
-        signal.pthread_sigmask(signal.SIG_BLOCK, _PROGRAM_SIGNALS)
-
-
-def _destroy(hub: Any) -> None:
-    """Destroy the thread's hub so that nothing of it, or of the proxy, outlives the thread.
-
-    ``Hub.destroy`` leaves the hub greenlet suspended where it told its parent
-    the loop had exited; a thread that ends then leaks that greenlet, its
-    frames and, through them, the proxy (about 24 KB a test). Ending the
-    greenlet with ``GreenletExit`` lets all of it be freed.
-    """
-    hub.destroy(destroy_loop=True)
-    if not hub.dead:
-        try:
-            hub.throw(GreenletExit)
-        except BaseException:  # whatever it says on the way out, it is gone
-            pass
 
 
 class _Restore:

@@ -33,6 +33,10 @@ class Upstream:
 
     def resolve(self) -> None:
         """Resolve now; a name that does not resolve is tried per connection."""
+        numeric = _numeric(self.address)
+        if numeric is not None:  # an IP address: no resolver call (each start pays it)
+            self.resolved = [numeric]
+            return
         try:
             infos = socket.getaddrinfo(self.address[0], self.address[1], type=socket.SOCK_STREAM)
         except OSError:
@@ -55,6 +59,18 @@ class Upstream:
                 failure = error
         assert failure is not None
         raise failure
+
+
+def _numeric(address: Address) -> tuple[int, Any] | None:
+    """``(family, sockaddr)`` for a literal IPv4 or IPv6 address, else None."""
+    host, port = address
+    for family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            socket.inet_pton(family, host)
+        except (OSError, ValueError):
+            continue
+        return (family, (host, port)) if family == socket.AF_INET else (family, (host, port, 0, 0))
+    return None
 
 
 def _connect_to(family: int, sockaddr: Any, timeout: float) -> gevent.socket.socket:
