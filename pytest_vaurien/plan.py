@@ -140,6 +140,12 @@ class Plan:
                 self._fixed = Decision(names, tuple(self.instances[name] for name in names))
 
     @property
+    def fixed(self) -> Decision | None:
+        """The decision every unit gets when no rule fires, if the behavior
+        has nothing to draw (``100:dummy``); else ``None``."""
+        return self._fixed
+
+    @property
     def rules(self) -> list[Rule]:
         """The live rules, in order."""
         return [bound.rule for bound in self.bound_rules]

@@ -16,6 +16,14 @@ runs in the loop's own callbacks (as :mod:`fastpath` does for ``tcp``): read,
 frame, decide, write, with no greenlet switch. At the first event that needs
 to wait - a fault that delays, holds or answers, a destination that is full
 - the direction hands what is left to a pump greenlet for good.
+
+When every unit of the plan in force is relayed untouched (``100:dummy``,
+no rule) and no one reads the exchange records (the ``vaurien`` command),
+an exchange costs no record and no decision: it is counted (its ordinal) and
+paired with its reply through a :class:`_PlainRun`, one entry in the queue
+for any number of such exchanges in a row; and a framer that can (Redis)
+cuts a whole pipeline into one :class:`Batch` in one pass. The plan is read
+once per chunk read, which is when a per-unit loop would have read it too.
 """
 
 from __future__ import annotations
@@ -35,9 +43,11 @@ from pytest_vaurien.engine.chain import run_over
 from pytest_vaurien.engine.endpoint import Endpoint
 from pytest_vaurien.handlers.base import CONNECTION_RANDOM, BaseHandler
 from pytest_vaurien.handlers.context import RELAY, ConnectionView, ExchangeFault
+from pytest_vaurien.handlers.dummy import Dummy
 from pytest_vaurien.handlers.streams import wait_delivered
 from pytest_vaurien.plan import Decision, Plan, Unit
 from pytest_vaurien.protocols.base import (
+    Batch,
     End,
     Event,
     Head,
@@ -131,6 +141,34 @@ class Exchange:
             record.duration = time.monotonic() - self.started
 
 
+class _PlainRun:
+    """Exchanges in a row relayed untouched, with no record: one queue entry.
+
+    Stands where an :class:`Exchange` would in the queue of exchanges owed
+    a reply (``count`` of them) and as the exchange coming in or going out.
+    """
+
+    __slots__ = ("count",)
+
+    fault = _RELAY
+    forwarded = True
+    held = False
+
+    def __init__(self, count: int = 0) -> None:
+        self.count = count
+
+    def __repr__(self) -> str:
+        return f"<{self.count} plain exchanges>"
+
+
+#: The request coming in is one of a plain run (its body, if any, is forwarded).
+_PLAIN_INCOMING = _PlainRun()
+#: What a request must not carry to be relayed as part of a plain run.
+_NOT_PLAIN = ("handshake", "substitute", "noreply")
+#: The fast path handed over after handling the event it returned this for.
+_AFTER = object()
+
+
 class _Outbox:
     """Bytes bound for one side, sent in one call once a chunk's events are
     handled: a reply's head and body leave together, as they came, instead
@@ -197,10 +235,18 @@ class ExchangeRelay:
         self.requests = wire.request_framer()
         self.replies = wire.response_framer()
         #: Exchanges awaiting their reply, in request order.
-        self.pending: deque[Exchange] = deque()
+        self.pending: deque[Exchange | _PlainRun] = deque()
         #: The exchange whose request is coming in, and whose reply is going out.
-        self.incoming: Exchange | None = None
-        self.outgoing: Exchange | None = None
+        self.incoming: Exchange | _PlainRun | None = None
+        self.outgoing: Exchange | _PlainRun | None = None
+        #: The plan :attr:`_plan_relays` was worked out for, and whether that plan
+        #: relays every unit untouched; :attr:`_quick`: it does and no one
+        #: reads the records, for the chunk being handled.
+        self._plan_seen: Plan | None = None
+        self._plan_relays = False
+        self._quick = False
+        self._batching = hasattr(self.requests, "batch")
+        self._reply_batching = hasattr(self.replies, "batch_limit")
         self.per_connection: dict[int, int] = {}
         self._never = gevent.event.Event()
         self.to_backend = _Outbox(pumps.backend)
@@ -251,6 +297,7 @@ class ExchangeRelay:
             if eof:
                 (self.pumps.client if to_backend else self.pumps.backend).eof = True
             CONNECTION_RANDOM.set((self.pumps, "up" if to_backend else "down"))
+            self._prepare(to_backend)
             events = (self.requests if to_backend else self.replies).feed(data)
             fast = self._fast_request if to_backend else self._fast_reply
             for index, event in enumerate(events):  # noqa: B007 - read after a handover
@@ -269,6 +316,8 @@ class ExchangeRelay:
             if isinstance(begun, _Begun):
                 rest.append(begun)
                 index += 1
+            elif begun is _AFTER:  # that event was handled: the pump goes on after it
+                index += 1
             rest.extend(events[index:])
             unsent = outbox.take()
             self._end_fast(to_backend)
@@ -278,6 +327,50 @@ class ExchangeRelay:
             self.pumps.record_failure(error, to_backend)
             self.pumps.finish(to_backend, "reset" if isinstance(error, OSError) else "error")
 
+    def _prepare(self, to_backend: bool) -> None:
+        """Before a chunk is framed: may its units take the plain path?
+
+        The plan is read once for the chunk: what a per-unit loop would
+        read for each of its units, as nothing else runs in between.
+        """
+        if to_backend:
+            plan = self.host.plan
+            if plan is not self._plan_seen:
+                self._plan_seen = plan
+                self._plan_relays = _relays_all(plan)
+            quick = self._quick = self._plan_relays and not _records_wanted(self.host)
+            if self._batching:
+                self.requests.batch = quick  # type: ignore[attr-defined]
+        elif self._reply_batching:
+            head = self.pending[0] if self.pending and self.outgoing is None else None
+            self.replies.batch_limit = (  # type: ignore[attr-defined]
+                head.count if isinstance(head, _PlainRun) else 0
+            )
+
+    def _relay_plain(self, count: int, data: bytes, info: MessageInfo | None) -> None:
+        """``count`` requests relayed untouched, with no record: counted,
+        queued for their replies as one run, forwarded."""
+        next_ordinal = self.host.next_ordinal
+        for _ in range(count):
+            next_ordinal()
+        pending = self.pending
+        if pending and isinstance(pending[-1], _PlainRun):
+            pending[-1].count += count
+        else:
+            pending.append(_PlainRun(count))
+        if info is None:
+            self.replies.expect_plain(count)  # type: ignore[attr-defined]
+        else:
+            self.replies.expect(info)
+        self.to_backend.add(data)
+
+    def _plain_reply_done(self, run: _PlainRun) -> None:
+        """A reply to a request of ``run`` went out whole."""
+        run.count -= 1
+        if not run.count and self.pending and self.pending[0] is run:
+            self.pending.popleft()
+        self.outgoing = None
+
     def _end_fast(self, to_backend: bool) -> None:
         watcher = self._watchers.pop(to_backend, None)
         if watcher is not None:
@@ -286,7 +379,15 @@ class ExchangeRelay:
 
     def _fast_request(self, event: Event) -> bool | _Begun | None:
         """Relay ``event`` here if it needs no waiting: True; else what the pump gets."""
+        if isinstance(event, Batch):  # decided with the chunk: relayed
+            self._relay_plain(event.count, event.data, None)
+            return True
         if isinstance(event, Head):
+            fields = event.info.fields
+            if self._quick and not any(name in fields for name in _NOT_PLAIN):
+                self.incoming = _PLAIN_INCOMING
+                self._relay_plain(1, event.data, event.info)
+                return True
             exchange = self.incoming = self._begin(event.info)
             if exchange.fault is not _RELAY or "substitute" in event.info.fields:
                 return _Begun(exchange, event)
@@ -305,14 +406,33 @@ class ExchangeRelay:
         self.to_backend.add(event.data)
         return True
 
-    def _fast_reply(self, event: Event) -> bool | None:
+    def _fast_reply(self, event: Event) -> bool | object | None:
+        if isinstance(event, Batch):  # replies to plain requests (the framer's limit)
+            run = self.pending[0]
+            assert isinstance(run, _PlainRun)
+            assert run.count >= event.count
+            run.count -= event.count
+            if not run.count:
+                self.pending.popleft()
+            self.to_client.add(event.data)
+            if self.pending and not self.pending[0].forwarded:
+                return _AFTER  # the proxy's own answer is next: the pump sends it
+            return True
         if isinstance(event, Head):
             if self.outgoing is None and self.pending:
                 head = self.pending[0]
+                if isinstance(head, _PlainRun):
+                    if not event.interim:
+                        self.outgoing = head
+                    self.to_client.add(event.data)
+                    return True
                 if not head.forwarded or head.fault is not _RELAY:
                     return None  # an answer or a hold to see to first
                 self.outgoing = head
             exchange = self.outgoing
+            if isinstance(exchange, _PlainRun):
+                self.to_client.add(event.data)
+                return True
             if exchange is not None and not event.interim:
                 if exchange.fault is not _RELAY:
                     return None
@@ -322,17 +442,19 @@ class ExchangeRelay:
         if isinstance(event, (Part, End)):
             self.to_client.add(event.data)
             exchange = self.outgoing
-            if (
-                isinstance(event, End)
-                and exchange is not None
-                and exchange.record.reply is not None
-            ):
+            if not isinstance(event, End) or exchange is None:
+                return True
+            if isinstance(exchange, _PlainRun):
+                self._plain_reply_done(exchange)
+            elif exchange.record.reply is not None:
                 exchange.done(exchange.record.reply, "relayed")
                 if self.pending and self.pending[0] is exchange:
                     self.pending.popleft()
                 self.outgoing = None
-                if self.pending and not self.pending[0].forwarded:
-                    return None  # the proxy's own answer is next: the pump sends it
+            else:
+                return True  # the end of an interim reply: the final one follows
+            if self.pending and not self.pending[0].forwarded:
+                return _AFTER  # the proxy's own answer is next: the pump sends it
             return True
         if isinstance(event, Switched):
             self._plain(f"backend side: {event.reason}")
@@ -399,6 +521,7 @@ class ExchangeRelay:
                     # mostly fail (a request waits for its reply) and cost a call
                     hub.wait(watcher)
                 data = source.recv(size)
+                self._prepare(to_backend)
                 for event in feed(data):
                     if not act(event):
                         outbox.flush()  # what came before the fault still goes
@@ -458,7 +581,15 @@ class ExchangeRelay:
         if isinstance(event, _Begun):  # decided in a callback already
             self.incoming = event.exchange
             return self._request_head(event.exchange, event.event)
+        if isinstance(event, Batch):  # decided with its chunk: relayed
+            self._relay_plain(event.count, event.data, None)
+            return True
         if isinstance(event, Head):
+            fields = event.info.fields
+            if self._quick and not any(name in fields for name in _NOT_PLAIN):
+                self.incoming = _PLAIN_INCOMING
+                self._relay_plain(1, event.data, event.info)
+                return True
             return self._request_head(self._begin(event.info), event)
         if isinstance(event, (Part, End)):
             current = self.incoming
@@ -468,7 +599,7 @@ class ExchangeRelay:
                 self._drop_body = False
             if current is None or not current.forwarded or drop:
                 return True  # a request the backend never sees: its body is dropped
-            if current.fault is None:
+            if current.fault is None and isinstance(current, Exchange):
                 out.flush()
                 keep = not event.data or run_over(
                     current.decision.handlers, event.data, self.pumps.client, backend, True
@@ -617,7 +748,7 @@ class ExchangeRelay:
             if head.held:
                 self.to_client.flush()
                 self._never.wait()  # as a hung server: nothing more comes back
-            if head.forwarded:
+            if head.forwarded or not isinstance(head, Exchange):
                 return
             self.pending.popleft()
             self._answer(head)
@@ -625,6 +756,17 @@ class ExchangeRelay:
     def _on_reply(self, event: Event) -> bool:
         client = self.pumps.client
         out = self.to_client
+        if isinstance(event, Batch):  # replies to plain requests (the framer's limit)
+            self._flush_answers()
+            run = self.pending[0]
+            assert isinstance(run, _PlainRun)
+            assert run.count >= event.count
+            run.count -= event.count
+            if not run.count:
+                self.pending.popleft()
+            out.add(event.data)
+            self._flush_answers()
+            return True
         if isinstance(event, Head):
             self._flush_answers()
             exchange = self.outgoing
@@ -633,6 +775,11 @@ class ExchangeRelay:
             if exchange is None or event.interim:
                 # unsolicited (a 408 before a close), or a 100 Continue the
                 # client may be waiting for to send its body: relayed
+                if isinstance(exchange, _PlainRun):
+                    self.outgoing = None  # its final reply is still to come
+                out.add(event.data)
+                return True
+            if isinstance(exchange, _PlainRun):
                 out.add(event.data)
                 return True
             exchange.record.reply = event.info.summary
@@ -655,6 +802,12 @@ class ExchangeRelay:
             exchange = self.outgoing
             if exchange is None:
                 out.add(event.data)
+                return True
+            if isinstance(exchange, _PlainRun):
+                out.add(event.data)
+                if isinstance(event, End):
+                    self._plain_reply_done(exchange)
+                    self._flush_answers()
                 return True
             keep = True
             if exchange.fault is None:
@@ -693,6 +846,32 @@ class ExchangeRelay:
 
 #: What a handshake message gets: relayed, outside the rules.
 _NO_DECISION = Decision(("dummy",), (), "handshake")
+
+
+def _relays_all(plan: Plan) -> bool:
+    """Whether ``plan`` relays every unit untouched: no rule, and a behavior
+    with nothing to draw whose handlers all take ``dummy``'s exchange fault."""
+    fixed = plan.fixed
+    return (
+        not plan.bound_rules
+        and fixed is not None
+        and all(type(h).exchange_fault is Dummy.exchange_fault for h in fixed.handlers)
+    )
+
+
+def _records_wanted(host: ExchangeHost) -> bool:
+    """Whether anyone reads the exchange records: the proxy keeps them (the
+    fixtures, the control API) or hands them on (``on_exchange``).
+
+    A host may say so itself (``wants_exchanges``); else the proxy's own
+    settings are read, and a host that shows neither gets its records.
+    """
+    wants = getattr(host, "wants_exchanges", None)
+    if wants is not None:
+        return bool(wants)
+    return (
+        bool(getattr(host, "_keep_records", True)) or getattr(host, "on_exchange", None) is not None
+    )
 
 
 def _named_by_a_rule(plan: Plan, info: MessageInfo) -> bool:

@@ -17,6 +17,7 @@ from __future__ import annotations
 from typing import Any
 
 from pytest_vaurien.protocols.base import (
+    Batch,
     End,
     Event,
     Framed,
@@ -27,6 +28,7 @@ from pytest_vaurien.protocols.base import (
     Switched,
     WireProtocol,
 )
+from pytest_vaurien.protocols.redis_batch import commands, count_run
 from pytest_vaurien.protocols.redis_match import (
     CONTAINERS,
     DEFAULT_REPLY,
@@ -107,14 +109,21 @@ class RedisRequestFramer:
     Keeps what the engine needs between commands: whether the handshake is
     over (``SELECT`` is part of it only before any other command) and the
     open ``MULTI``, for :meth:`answered`.
+
+    With :attr:`batch` set (by the engine, feed by feed), a run of ordinary
+    multibulk commands leaves as one :class:`Batch` (see :mod:`redis_batch`);
+    the commands that need their own events (the handshake, ``MULTI``,
+    ``EXEC``, a switch, a long value, an inline command) still get them, in order.
     """
 
     __slots__ = (
         "_args", "_bulk_end", "_left", "_opaque", "_pending", "_pos", "_sent",
-        "_started", "_txn",
+        "_started", "_txn", "batch",
     )  # fmt: skip
 
     def __init__(self) -> None:
+        #: Emit runs of ordinary commands as one :class:`Batch` each.
+        self.batch = False
         self._pending = bytearray()
         self._opaque = False
         self._pos = 0  # where parsing resumes, from the held bytes' start
@@ -173,10 +182,26 @@ class RedisRequestFramer:
         n = len(buf)
         mark, pos = 0, self._pos  # first byte not emitted; first byte not parsed
         left, bulk_end, args = self._left, self._bulk_end, self._args
+        span = commands() if self.batch else None
+        first = True  # a feed's first batch: findall alone may do (count_run)
         while True:
             if left == 0:  # a command starts at pos
                 if pos >= n:
                     break
+                if span is not None and buf[pos] == 42:
+                    # a run of ordinary commands: framed in one pass
+                    end, found = count_run(span, buf, pos, first)
+                    first = False
+                    if found:
+                        data = (
+                            buf
+                            if mark == 0 and end == n and isinstance(buf, bytes)
+                            else bytes(buf[mark:end])
+                        )
+                        events.append(Batch(data, len(found)))
+                        mark = pos = end
+                        self._started = True
+                        continue
                 if buf[pos] == 42:  # "*": a multibulk array
                     nl = buf.find(b"\r\n", pos + 1, pos + _COUNT_LINE)
                     if nl < 0:

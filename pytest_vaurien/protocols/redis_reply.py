@@ -9,9 +9,20 @@ value is never held. What is not RESP drops the connection to plain relay.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Mapping
 from typing import Any
 
-from pytest_vaurien.protocols.base import End, Event, Head, MessageInfo, Opaque, Part, Switched
+from pytest_vaurien.protocols.base import (
+    Batch,
+    End,
+    Event,
+    Head,
+    MessageInfo,
+    Opaque,
+    Part,
+    Switched,
+)
+from pytest_vaurien.protocols.redis_batch import count_run, replies
 
 __all__ = ["MAX_LINE", "RedisResponseFramer"]
 
@@ -22,6 +33,21 @@ _BULK = frozenset(b"$!=")  # a length line, then that many bytes and CRLF
 _AGGREGATE = frozenset(b"*~>%|")  # a count line, then that many values (twice for % and |)
 _END = End()
 _REPLIES: dict[tuple[bytes, bool], MessageInfo] = {}  # reply line -> its info (+OK, $5, :1)
+_NO_FIELDS: dict[str, Any] = {}
+_VALUE_START = frozenset(b"+-:_,#($*")  # what a reply redis_batch recognises starts with
+
+
+class _Plain:
+    """``count`` expected commands in a row that were batched: ordinary, one
+    reply each, nothing to know of them (one entry, not ``count``)."""
+
+    __slots__ = ("count",)
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+
+    def __repr__(self) -> str:
+        return f"<{self.count} plain>"
 
 
 class RedisResponseFramer:
@@ -31,6 +57,10 @@ class RedisResponseFramer:
     invalidation, say): it is an interim ``Head`` the engine relays without
     ending the exchange, unless the command expected is a subscription,
     whose confirmation it is. Attributes (``|``) belong to the reply after them.
+
+    With :attr:`batch_limit` set (by the engine, feed by feed), up to that
+    many replies to batched commands (:meth:`expect_plain`) leave as
+    :class:`Batch` events, each a run framed in one pass (:mod:`redis_batch`).
     """
 
     __slots__ = (
@@ -42,10 +72,13 @@ class RedisResponseFramer:
         "_pos",
         "_sent",
         "_stack",
+        "batch_limit",
     )
 
     def __init__(self) -> None:
-        self._expected: deque[MessageInfo] = deque()
+        #: How many of the next replies may leave in :class:`Batch` events.
+        self.batch_limit = 0
+        self._expected: deque[MessageInfo | _Plain] = deque()
         self._pending = bytearray()
         self._opaque = False
         self._pos = 0
@@ -58,6 +91,31 @@ class RedisResponseFramer:
     def expect(self, request: MessageInfo) -> None:
         """The next command the backend will answer, in order."""
         self._expected.append(request)
+
+    def expect_plain(self, count: int) -> None:
+        """The next ``count`` commands were a :class:`Batch`: ordinary ones."""
+        expected = self._expected
+        if expected and isinstance(expected[-1], _Plain):
+            expected[-1].count += count
+        else:
+            expected.append(_Plain(count))
+
+    def _next_fields(self) -> Mapping[str, Any]:
+        """The fields of the next expected command (none for a batched one)."""
+        head = self._expected[0]
+        return _NO_FIELDS if isinstance(head, _Plain) else head.fields
+
+    def _pop_expected(self) -> Mapping[str, Any]:
+        """Take the next expected command off the queue; its fields."""
+        expected = self._expected
+        head = expected[0]
+        if isinstance(head, _Plain):
+            head.count -= 1
+            if not head.count:
+                expected.popleft()
+            return _NO_FIELDS
+        expected.popleft()
+        return head.fields
 
     def feed(self, data: bytes) -> list[Event]:
         """Events for ``data``; ``b""`` is the backend's EOF. Never raises."""
@@ -97,6 +155,7 @@ class RedisResponseFramer:
         mark, pos = 0, self._pos
         stack, bulk_end, info = self._stack, self._bulk_end, self._info
         expected = self._expected
+        first = True  # a feed's first batch: findall alone may do (count_run)
         while True:
             if bulk_end >= 0:
                 if bulk_end > n:
@@ -106,10 +165,34 @@ class RedisResponseFramer:
             else:
                 if pos >= n:
                     break
-                if info is None and not stack and expected and "noreply" in expected[0].fields:
-                    # CLIENT REPLY OFF: no reply comes; what follows is not framed
-                    reason = expected.popleft().fields["switch"]
-                    return self._fail(reason, buf, mark, events)
+                if info is None and not stack and expected:
+                    head = expected[0]
+                    if isinstance(head, _Plain):
+                        if self.batch_limit and buf[pos] in _VALUE_START:
+                            # replies to batched commands: a run in one pass
+                            end, found = count_run(replies(), buf, pos, first)
+                            first = False
+                            if found:
+                                take = min(len(found), self.batch_limit, head.count)
+                                if take < len(found):
+                                    end = pos + sum(map(len, found[:take]))
+
+                                data = (
+                                    buf
+                                    if mark == 0 and end == n and isinstance(buf, bytes)
+                                    else bytes(buf[mark:end])
+                                )
+                                events.append(Batch(data, take))
+                                self.batch_limit -= take
+                                head.count -= take
+                                if not head.count:
+                                    expected.popleft()
+                                mark = pos = end
+                                continue
+                    elif "noreply" in head.fields:
+                        # CLIENT REPLY OFF: no reply comes; what follows is not framed
+                        reason = self._pop_expected()["switch"]
+                        return self._fail(reason, buf, mark, events)
                 nl = buf.find(b"\r\n", pos, pos + MAX_LINE)
                 if nl < 0:
                     if n - pos >= MAX_LINE:
@@ -184,9 +267,9 @@ class RedisResponseFramer:
         """The info of the reply starting with ``line``; takes its command off the queue."""
         expected = self._expected
         switch = None
-        if expected and (not push or "switch" in expected[0].fields):
+        if expected and (not push or "switch" in self._next_fields()):
             push = False
-            switch = expected.popleft().fields.get("switch")
+            switch = self._pop_expected().get("switch")
         if switch is None:
             key = (bytes(line), push)
             info = _REPLIES.get(key)

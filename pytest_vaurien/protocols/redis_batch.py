@@ -1,0 +1,132 @@
+"""Redis pipelines framed in one pass: the common commands and replies as regular expressions.
+
+A pipeline of 100 commands framed by a Python loop costs microseconds a
+command; the same bytes matched by one compiled pattern cost a fraction of
+one. The patterns here recognise only a *subset* of RESP, exactly: a bulk
+string is matched by its length (an alternation over the decimal lengths
+0..:data:`MAX_BULK`, each followed by exactly that many bytes), so wherever a
+pattern matches, the message ends where the full parser in :mod:`redis` and
+:mod:`redis_reply` would end it. What they do not recognise (a longer value,
+an inline command, a nested reply, a command that changes the connection's
+state) is left to those parsers, one message at a time.
+
+Each pattern is a run (``RUN``: as many whole messages as follow each other
+from a position, anchored) and a single message (``ONE``, without groups,
+for ``findall``): the run says where the batch ends, ``findall`` over that
+span how many messages it holds. Both are linear in the bytes they see.
+Compiled on first use (a fraction of a second), so that a process that never
+batches never pays for them.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+__all__ = ["MAX_ARGS", "MAX_BULK", "SPECIAL", "commands", "replies"]
+
+#: The longest bulk string the patterns recognise; longer ones go to the parser.
+MAX_BULK = 255
+#: The most arguments (command name included) of a command, or elements of a
+#: flat array reply, the patterns recognise.
+MAX_ARGS = 5
+
+#: Commands that are never batched: the handshake, transactions, and what
+#: switches the stream or changes how it is framed (the parser keeps their state).
+SPECIAL = (
+    "HELLO", "AUTH", "CLIENT", "SELECT", "MULTI", "EXEC", "DISCARD", "RESET", "WATCH",
+    "QUIT", "SUBSCRIBE", "PSUBSCRIBE", "SSUBSCRIBE", "MONITOR", "SYNC", "PSYNC",
+)  # fmt: skip
+
+_Span = tuple[Callable[..., "re.Match[bytes] | None"], Callable[..., list[bytes]]]
+_compiled: dict[str, _Span] = {}
+
+
+def _lengths(node: bytes = b"") -> bytes:
+    """``"N\\r\\n"`` followed by exactly N bytes and CRLF, for N in 0..MAX_BULK,
+    as a trie of the decimal digits (no leading zero): the C engine rejects a
+    wrong branch on its first byte."""
+    branches = []
+    if node:
+        size = int(node)
+        branches.append(b"\r\n" + (b".{%d}" % size if size else b"") + b"\r\n")
+    if node != b"0":
+        for digit in b"0123456789":
+            longer = node + bytes([digit])
+            if int(longer) <= MAX_BULK:
+                branches.append(bytes([digit]) + b"(?:" + _lengths(longer) + b")")
+    return b"|".join(branches)
+
+
+def _span(one: bytes) -> _Span:
+    return (
+        re.compile(b"(?s:(?:" + one + b")*)").match,
+        re.compile(b"(?s:" + one + b")").findall,
+    )
+
+
+def commands() -> _Span:
+    """``(run, findall)`` for multibulk commands of 1 to MAX_ARGS bulk strings
+    whose name is none of :data:`SPECIAL`."""
+    span = _compiled.get("commands")
+    if span is None:
+        bulk = b"\\$(?:" + _lengths() + b")"
+        special = "|".join(SPECIAL).encode()
+        one = (
+            b"\\*(?![0-9]+\r\n\\$[0-9]+\r\n(?i:"
+            + special
+            + b")\r\n)(?:"
+            + b"|".join(
+                b"%d\r\n(?:%s){%d}" % (count, bulk, count) for count in range(1, MAX_ARGS + 1)
+            )
+            + b")"
+        )
+        span = _compiled["commands"] = _span(one)
+    return span
+
+
+def replies() -> _Span:
+    """``(run, findall)`` for simple replies (``+OK``, ``-ERR ...``, ``:1``,
+    RESP3 nulls, doubles, booleans, big numbers), bulk strings, RESP2 nulls
+    and flat arrays of up to MAX_ARGS of those. Not pushes, attributes, maps,
+    sets, verbatim strings or nested arrays: the parser frames those."""
+    span = _compiled.get("replies")
+    if span is None:
+        value = b"(?:[-+:_,#(][^\r\n]*\r\n|\\$(?:-1\r\n|" + _lengths() + b"))"
+        one = (
+            b"(?:"
+            + value
+            + b"|\\*(?:-1\r\n|0\r\n|"
+            + b"|".join(
+                b"%d\r\n(?:%s){%d}" % (count, value, count) for count in range(1, MAX_ARGS + 1)
+            )
+            + b"))"
+        )
+        span = _compiled["replies"] = _span(one)
+    return span
+
+
+def count_run(
+    span: _Span, buf: bytes | bytearray, pos: int, first: bool = False
+) -> tuple[int, list[bytes]]:
+    """Where the run of whole messages from ``pos`` ends, and the messages.
+
+    ``first``: try one ``findall`` over the rest of ``buf`` alone, which is
+    enough when the whole rest is messages it recognises (the common case:
+    a pipeline). The matches it returns are consecutive from ``pos`` exactly
+    when their concatenation is what ``buf`` holds from ``pos`` (each is a
+    whole message, and a message's extent is fixed by its first bytes), and
+    then the run cannot go further: a match right after it would be among
+    them. Else the anchored run says where to stop. Only a feed's first
+    attempt tries that, so a feed costs at most one extra pass.
+    """
+    run, findall = span
+    if first:
+        found = findall(buf, pos)
+        if found:
+            joined = found[0] if len(found) == 1 else b"".join(found)
+            if buf.startswith(joined, pos):
+                return pos + len(joined), found
+    match = run(buf, pos)
+    end = match.end() if match is not None else pos
+    return end, (findall(buf, pos, end) if end > pos else [])
