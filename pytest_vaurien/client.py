@@ -296,12 +296,14 @@ class Client:
         options: Mapping[str, Mapping[str, Any]] | None = None,
         rules: Sequence[Rule | str | Mapping[str, Any]] = (),
         enabled: bool = True,
+        seed: int | None = None,
     ) -> RemoteProxy:
         """A new proxy on the server, started; ``with`` it to delete it after.
 
         :param listen: where it listens (port 0: any free port; read
             ``address`` for the real one).
         :param upstream: the backend, ``HOST:PORT`` (required).
+        :param seed: seeds every random choice of the proxy (random if not given).
         :raises ControlClientError: 400 naming the bad field, 409 for a name
             taken or an address in use.
         """
@@ -314,6 +316,8 @@ class Client:
             "rules": [rule_to_json(rule) for rule in rules],
             "enabled": enabled,
         }
+        if seed is not None:
+            body["seed"] = seed
         if upstream is not None:
             body["upstream"] = format_address(upstream) if isinstance(upstream, tuple) else upstream
         return RemoteProxy(self, self.request("POST", "/v1/proxies", body))
