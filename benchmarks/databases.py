@@ -200,14 +200,21 @@ def measure(rounds: int) -> dict[str, dict[str, float]]:
     }
 
 
+def table(summary: dict[str, dict[str, float]]) -> str:
+    """One line a protocol: each target's rate and the protocol's ratio to tcp mode."""
+    lines = []
+    for protocol, modes in summary.items():
+        ratio = modes[protocol] / modes["tcp"]
+        cells = ", ".join(f"{mode} {value:.0f}/s" for mode, value in modes.items())
+        lines.append(f"{protocol}: {cells}; {protocol}/tcp {ratio:.2f}")
+    return "\n".join(lines)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    for protocol, modes in measure(args.rounds).items():
-        ratio = modes[protocol] / modes["tcp"]
-        cells = ", ".join(f"{mode} {value:.0f}/s" for mode, value in modes.items())
-        print(f"{protocol}: {cells}; {protocol}/tcp {ratio:.2f}")
+    print(table(measure(args.rounds)))
     return 0
 
 

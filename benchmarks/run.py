@@ -411,7 +411,11 @@ def main() -> int:
         "--no-protocols",
         dest="protocols",
         action="store_false",
-        help="skip the request rate through --protocol http (benchmarks/protocols.py)",
+        help=(
+            "skip the protocol modes: the request rate through --protocol http "
+            "(benchmarks/protocols.py) and Redis and PostgreSQL on real servers "
+            "(benchmarks/databases.py)"
+        ),
     )
     args = parser.parse_args()
     rounds = 1 if args.quick else args.rounds
@@ -471,13 +475,22 @@ def main() -> int:
             "(target +/- 5)"
         )
     protocols = {}
+    databases: dict[str, dict[str, float]] | str = {}
     if args.protocols:
         sys.path.insert(0, str(HERE))
+        import databases as database_bench  # benchmarks/databases.py
         import protocols as protocol_bench  # benchmarks/protocols.py
 
         protocols = protocol_bench.measure(rounds, args.quick)
         print()
         print(protocol_bench.table(protocols))
+        try:
+            databases = database_bench.measure(rounds)
+        except (OSError, subprocess.SubprocessError, RuntimeError, ImportError) as error:
+            databases = f"skipped: {error}"  # no redis-server, PostgreSQL or psycopg here
+            print(f"real servers: {databases}")
+        else:
+            print(database_bench.table(databases))
     if args.json:
         Path(args.json).write_text(
             json.dumps(
@@ -487,6 +500,7 @@ def main() -> int:
                     "project": project,
                     "sizes": sizes,
                     "protocols": protocols,
+                    "databases": databases,
                 },
                 indent=2,
                 default=str,
