@@ -24,12 +24,13 @@ from pytest_vaurien.behavior import parse_behavior
 from pytest_vaurien.echo import echo
 from pytest_vaurien.engine.native import allocate_lock
 from pytest_vaurien.engine.proxy import Proxy
-from pytest_vaurien.errors import ConfigError, ProxyError
+from pytest_vaurien.errors import ConfigError, ProxyError, VaurienError
+from pytest_vaurien.plan import build_plan
 from pytest_vaurien.protocols import PROTOCOLS, TCP, check_protocol
 from pytest_vaurien.records import ConnectionRecord, ExchangeRecord
 from pytest_vaurien.registry import Registry
 from pytest_vaurien.rules import RULE_KEYS, Rule, parse_rule
-from pytest_vaurien.settings import Layer, Settings, resolve
+from pytest_vaurien.settings import Layer, Settings, Sourced, resolve
 from pytest_vaurien.waits import Goal, wait_for
 
 __all__ = ["Control", "ControlError", "rule_from_json"]
@@ -51,6 +52,7 @@ CREATE_FIELDS = (
     "seed",
 )
 PATCH_FIELDS = ("behavior", "options", "protocol", "upstream", "enabled")
+REPLACE_FIELDS = ("behavior", "options", "rules", "seed", "enabled", "upstream", "protocol")
 _NAME = re.compile(r"[A-Za-z0-9_.~-][A-Za-z0-9_.~:@-]{0,199}")
 
 
@@ -170,6 +172,12 @@ def _options(value: object) -> dict[tuple[str, str], object]:
     return options
 
 
+def _seed(seed: object) -> int | None:
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
+        raise _invalid("seed", seed, "a whole number >= 0 (every random choice draws from it)")
+    return seed
+
+
 def _bool(value: object, field: str) -> bool:
     if not isinstance(value, bool):
         raise _invalid(field, value, "true or false")
@@ -282,10 +290,7 @@ class Control:
             rules=body.get("rules", []),
         )
         enabled = _bool(body.get("enabled", True), "enabled")
-        seed = body.get("seed")
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
-            raise _invalid("seed", seed, "a whole number >= 0 (every random choice draws from it)")
-        proxy = self._make(settings, name, listen, seed)
+        proxy = self._make(settings, name, listen, _seed(body.get("seed")))
         self.add(proxy)
         if not enabled:
             proxy.disable()
@@ -531,3 +536,125 @@ class Control:
             raise ControlError(404, error.args[0], "rule", goal.rule) from None
         except TimeoutError as error:
             raise ControlError(408, str(error), extra=goal.counts(proxy)) from None
+
+    def replace(self, name: str, body: object) -> Proxy:
+        """``PUT /v1/proxies/NAME``: the proxy's configuration whole, as ``create``
+        takes it: ``behavior`` (``100:dummy`` if not given), ``options`` and
+        ``rules`` (none), ``seed`` (kept), ``enabled`` (true), ``upstream``
+        (kept), ``protocol`` (kept; another one makes the proxy anew on the
+        same port). Rule counters start again. What a session proxy lent to
+        one test after another needs: exactly that test's configuration.
+
+        :raises ControlError: 400 naming the bad field; nothing changes then.
+        """
+        body = _object(body, "a proxy's configuration: {behavior, options, rules, ...}")
+        _known(body, ("name", *REPLACE_FIELDS))
+        if "name" in body and body["name"] != name:
+            raise _invalid("name", body["name"], f"{echo(name)}, the proxy's own name")
+        with self._lock:
+            proxy = self.get(name)
+            settings = self._settings(
+                upstream=body.get("upstream", proxy.distant),
+                protocol=body.get("protocol", proxy.plan.protocol),
+                behavior=body.get("behavior", "100:dummy"),
+                options=body.get("options", {}),
+                rules=body.get("rules", []),
+            )
+            enabled = _bool(body.get("enabled", True), "enabled")
+            seed = _seed(body.get("seed"))
+            if settings.protocol != proxy.plan.protocol:
+                proxy = self._reframe(proxy, settings.protocol, settings.distant, "100:dummy", {})
+            try:
+                proxy.configure(settings, registry=self.registry, seed=seed)
+            except ConfigError as error:
+                message = str(error)
+                field = next((key for key in ("rules", "options") if key in message), "behavior")
+                raise ControlError(400, message, field) from None
+            if settings.distant is not None and settings.distant != proxy.distant_address:
+                proxy.set_upstream(settings.distant)
+            if enabled != proxy.enabled:
+                (proxy.enable if enabled else proxy.disable)()
+            return proxy
+
+    # -- whole replacements (toxiproxy's dialect) -------------------------
+
+    def replace_behavior(
+        self, name: str, behavior: object, options: Mapping[str, Mapping[str, object]]
+    ) -> Proxy:
+        """Put ``behavior`` and ``options`` in force whole.
+
+        Unlike ``patch``, the options are not laid over the ones in force:
+        those of a handler the new behavior names are exactly these, and no
+        option of a handler (or dotted path) that left the behavior is kept.
+        A dialect that recomputes the behavior from its own state (toxiproxy's
+        toxics) needs that. The rules, with their counters, and the seed are
+        kept; the change reaches new connections at once and open ones from
+        their next unit.
+
+        :raises ControlError: 400 naming the bad behavior or option; nothing
+            changes then.
+        """
+        if not isinstance(behavior, str):
+            raise _invalid("behavior", behavior, "a behavior such as '20:delay,10:abort'")
+        with _field("behavior", behavior):
+            parsed = parse_behavior(behavior, "behavior")
+        sourced: dict[str, dict[str, Sourced]] = {}
+        for (handler, option), value in _options(dict(options)).items():
+            sourced.setdefault(handler, {})[option] = Sourced(value, "options")
+        with self._lock:
+            proxy = self.get(name)
+            plan = proxy.plan
+            try:
+                new = build_plan(
+                    parsed,
+                    sourced,
+                    self.registry,
+                    behavior_source="behavior",
+                    proxy=proxy,
+                    reuse=plan,
+                    protocol=plan.protocol,
+                    rules=plan.rules,
+                    rules_source=plan.rules_source,
+                    seed=plan.seed,
+                )
+            except VaurienError as error:
+                field = "options" if "option" in str(error) else "behavior"
+                raise ControlError(400, str(error), field, behavior) from None
+            proxy.restore(new, proxy.seed)
+        return proxy
+
+    def relisten(self, name: str, listen: object, upstream: object | None = None) -> Proxy:
+        """The same proxy (behavior, options, rules, protocol, enabled or not)
+        made anew on another address, and on ``upstream`` if given; its open
+        connections are closed, as toxiproxy does when ``listen`` changes.
+
+        The new one starts before the old one stops, so an address in use
+        leaves the old one as it was.
+
+        :raises ControlError: 400 for a bad address, 409 for one in use.
+        """
+        with _field("listen", listen):
+            address = parse_address(listen, "listen", listen=True)  # type: ignore[arg-type]
+        with self._lock:
+            proxy = self.get(name)
+            settings = self._settings(
+                upstream=proxy.distant if upstream is None else upstream,
+                protocol=proxy.plan.protocol,
+                behavior=proxy.behavior,
+                options={
+                    handler: {option: sourced.value for option, sourced in values.items()}
+                    for handler, values in proxy.plan.options.items()
+                },
+                rules=[str(rule) for rule in proxy.rules],
+            )
+            replacement = self._make(settings, proxy.name, address, proxy.seed)
+            try:
+                replacement.start()
+            except ProxyError as error:
+                raise ControlError(409, str(error), "listen", listen) from None
+            self._proxies[proxy.name] = replacement
+            enabled = proxy.enabled
+        proxy.stop()
+        if not enabled:
+            replacement.disable()
+        return replacement

@@ -26,7 +26,7 @@ from pytest_vaurien.address import format_address, parse_address
 from pytest_vaurien.behavior import parse_behavior
 from pytest_vaurien.config_file import ConfigFile, read_config_file
 from pytest_vaurien.engine.proxy import Proxy
-from pytest_vaurien.errors import ConfigError, HandlerError, ProxyError, VaurienError
+from pytest_vaurien.errors import ConfigError, HandlerError, VaurienError
 from pytest_vaurien.plan import check_settings
 from pytest_vaurien.protocols import check_protocol
 from pytest_vaurien.records import (
@@ -979,10 +979,18 @@ def vaurien_session_proxies(request: pytest.FixtureRequest) -> Iterator[dict[str
                     rules=(),
                 )
                 text = f"{config.stash[_SEED]}:session:{name}"
+                seed = int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big")
+                client = config.stash[_CONTROL]
+                if client is not None:  # on the control API, lent to each test as here
+                    from pytest_vaurien.remote import RemoteTestProxy
+
+                    remote = RemoteTestProxy.create(client, settings, seed, f"session:{name}")
+                    sessions[name] = SessionProxy(remote, name)  # type: ignore[arg-type]
+                    continue
                 proxy = Proxy.from_settings(
                     settings,
                     registry=config.stash[_BASE_REGISTRY],
-                    seed=int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big"),
+                    seed=seed,
                     name=f"vaurien-proxy[session]:{name}",
                 )
                 proxy.start()
@@ -995,7 +1003,7 @@ def vaurien_session_proxies(request: pytest.FixtureRequest) -> Iterator[dict[str
         for session in sessions.values():
             try:
                 session.proxy.stop()
-            except ProxyError as error:
+            except VaurienError as error:  # did not stop, or the control API said no
                 problems.append(str(error))
             config.stash[_SESSION_STATS] = config.stash[_SESSION_STATS] + session.proxy.stats
         if problems:

@@ -14,7 +14,9 @@ from __future__ import annotations
 import itertools
 import os
 import uuid
+from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 from pytest_vaurien.address import Address, format_address, is_loopback
 from pytest_vaurien.client import Client, ControlClientError, RemoteProxy, rule_to_json
@@ -22,22 +24,16 @@ from pytest_vaurien.errors import ConfigError
 from pytest_vaurien.records import ConnectionRecord, Ending, ExchangeRecord, Stats
 from pytest_vaurien.settings import Settings
 
-__all__ = ["RemoteTestProxy", "remote_body"]
+__all__ = ["RemotePlan", "RemoteTestProxy", "remote_body"]
 
 #: Unique names on a server many runs and xdist workers share.
 _RUN = uuid.uuid4().hex[:8]
 _COUNT = itertools.count(1)
 
 
-def remote_body(settings: Settings, seed: int, label: str, listen_host: str) -> dict[str, Any]:
-    """The ``POST /v1/proxies`` body for ``settings``."""
-    if settings.distant is None:
-        raise ConfigError(f"{label}: no distant; expected HOST:PORT")
-    name = f"pytest-{os.getpid()}-{_RUN}-{next(_COUNT)}"
+def _configuration(settings: Settings, seed: int) -> dict[str, Any]:
+    """What a proxy is told to do, as the API takes it."""
     return {
-        "name": name,
-        "listen": f"{format_address((listen_host, 0))}",
-        "upstream": format_address(settings.distant),
         "protocol": settings.protocol,
         "behavior": str(settings.behavior),
         "options": {
@@ -49,6 +45,28 @@ def remote_body(settings: Settings, seed: int, label: str, listen_host: str) -> 
     }
 
 
+def remote_body(settings: Settings, seed: int, label: str, listen_host: str) -> dict[str, Any]:
+    """The ``POST /v1/proxies`` body for ``settings``."""
+    if settings.distant is None:
+        raise ConfigError(f"{label}: no distant; expected HOST:PORT")
+    name = f"pytest-{os.getpid()}-{_RUN}-{next(_COUNT)}"
+    return {
+        "name": name,
+        "listen": f"{format_address((listen_host, 0))}",
+        "upstream": format_address(settings.distant),
+        **_configuration(settings, seed),
+    }
+
+
+@dataclass(frozen=True)
+class RemotePlan:
+    """A remote proxy's configuration as it was put in force (what a session
+    proxy puts back between tests)."""
+
+    protocol: str
+    body: dict[str, Any]
+
+
 class RemoteTestProxy:
     """One test's proxy on a control API.
 
@@ -57,9 +75,11 @@ class RemoteTestProxy:
     ``errors``, ``running`` and ``stop()`` (which deletes it on the server).
     """
 
-    def __init__(self, remote: RemoteProxy, seed: int) -> None:
+    def __init__(self, remote: RemoteProxy, seed: int, plan: RemotePlan) -> None:
         #: The proxy on the server.
         self.remote = remote
+        self._plan = plan
+        self._path = f"/v1/proxies/{quote(remote.name, safe='')}"
         self.name = remote.name
         self.address: Address = remote.address
         self.seed = seed
@@ -74,10 +94,10 @@ class RemoteTestProxy:
         """
         host = client.url.split("://", 1)[-1].rsplit(":", 1)[0].strip("[]")
         listen_host = "127.0.0.1" if is_loopback(host) else "0.0.0.0"
-        data = client.request(
-            "POST", "/v1/proxies", remote_body(settings, seed, label, listen_host)
-        )
-        return cls(RemoteProxy(client, data), seed)
+        body = remote_body(settings, seed, label, listen_host)
+        data = client.request("POST", "/v1/proxies", body)
+        plan = RemotePlan(settings.protocol, _configuration(settings, seed))
+        return cls(RemoteProxy(client, data), seed, plan)
 
     def __getattr__(self, attribute: str) -> Any:
         return getattr(self.remote, attribute)
@@ -120,6 +140,34 @@ class RemoteTestProxy:
     @property
     def errors(self) -> list[ConnectionRecord]:
         return [record for record in self.connections if record.ending is Ending.ERROR]
+
+    @property
+    def plan(self) -> RemotePlan:
+        """The configuration in force, as the proxy was last configured."""
+        return self._plan
+
+    def configure(
+        self, settings: Settings, *, registry: object = None, seed: int | None = None
+    ) -> str:
+        """Put ``settings``' behavior, options and rules in force whole, and
+        ``seed`` (``PUT`` on the server), as ``Proxy.configure`` does.
+
+        :raises ControlClientError: naming the field the server refused.
+        """
+        if settings.protocol != self._plan.protocol:
+            raise ConfigError(
+                f"{settings.protocol_source}: protocol {settings.protocol!r}, but {self.name} "
+                f"frames {self._plan.protocol!r} for its whole life"
+            )
+        body = _configuration(settings, self.seed if seed is None else seed)
+        data = self.remote.client.request("PUT", self._path, body)
+        self._plan, self.seed = RemotePlan(settings.protocol, body), body["seed"]
+        return str(data["behavior"])
+
+    def restore(self, plan: RemotePlan, seed: int) -> None:
+        """Put back a configuration saved from ``plan`` (after ``configure``)."""
+        self.remote.client.request("PUT", self._path, {**plan.body, "seed": seed})
+        self._plan, self.seed = plan, seed
 
     def stop(self) -> None:
         """Keep the records for the reports, then delete the proxy on the server."""

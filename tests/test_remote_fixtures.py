@@ -8,12 +8,17 @@ import json
 import urllib.request
 from collections.abc import Iterator
 
+import psycopg
 import pytest
+import redis
 
 from tests import backends
 from tests.servers import EchoServer, refused_address
 
 pytest_plugins = ["pytester"]
+
+#: Imported before any in-process inner run (see tests/test_several_backends.py).
+CLIENT_MODULES = (psycopg, redis)
 
 
 @pytest.fixture(scope="module")
@@ -210,3 +215,66 @@ def test_the_token_comes_from_the_environment(
         refused.stdout.fnmatch_lines(["*HTTP 401*"])
         monkeypatch.setenv("VAURIEN_CONTROL_TOKEN", "s3cret")
         pytester.runpytest(*args).assert_outcomes(passed=1)
+
+
+def test_session_proxies_live_on_the_control_api_too(
+    pytester: pytest.Pytester,
+    control: backends.Server,
+    redis_server: backends.Server,
+    postgres_server: backends.Server,
+) -> None:
+    """Pools opened once, through session proxies made on the remote vaurien:
+    each test gets its own marker's faults there, relay between tests, its own
+    records; the proxies are deleted at the end of the session."""
+    pytester.makeini(f"""
+        [pytest]
+        vaurien_control = {control.extra["url"]}
+        vaurien_distants =
+            cache = {redis_server.distant}
+            db = {postgres_server.distant}
+        vaurien_protocols =
+            cache = redis
+            db = postgresql
+    """)
+    pytester.makepyfile("""
+        import psycopg
+        import pytest
+        import redis
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
+
+        from pytest_vaurien.remote import RemoteTestProxy
+
+        POOLS = {}
+
+
+        def test_open(vaurien_session_proxies):
+            cache, db = vaurien_session_proxies["cache"], vaurien_session_proxies["db"]
+            assert isinstance(cache.proxy, RemoteTestProxy)
+            assert (cache.protocol, db.protocol) == ("redis", "postgresql")
+            POOLS["r"] = redis.Redis(*cache.address, socket_timeout=2, retry=Retry(NoBackoff(), 0))
+            POOLS["pg"] = psycopg.connect(
+                host=db.host, port=db.port, user="vaurien", dbname="postgres", autocommit=True
+            )
+            assert POOLS["r"].ping()
+
+
+        @pytest.mark.vaurien(target="cache", rules=["error; reply=READONLY replica; match=SET"])
+        def test_failover(vaurien_session_proxies):
+            with pytest.raises(redis.exceptions.ReadOnlyError):
+                POOLS["r"].set("k", "v")
+            assert POOLS["pg"].execute("SELECT 1").fetchone() == (1,)
+            cache = vaurien_session_proxies["cache"]
+            assert [e.request for e in cache.exchanges] == ["SET"]
+            assert cache.rule("error#1").fired == 1
+
+
+        def test_relay_again(vaurien_session_proxies):
+            assert POOLS["r"].set("k", "v")
+            assert vaurien_session_proxies["cache"].rules == []
+            POOLS["r"].close()
+            POOLS["pg"].close()
+    """)
+    result = pytester.runpytest("-p", "no:randomly")
+    result.assert_outcomes(passed=3)
+    assert _remote_proxies(control) == []
