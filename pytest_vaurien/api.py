@@ -97,6 +97,10 @@ def native_dialect(control: Control, offload: Offload, sleep: Callable[[float], 
         body = _body(request)
         return Response(200, control.to_json(offload(lambda: control.patch(name, body))))
 
+    def replace(request: Request, name: str) -> Response:
+        body = _body(request)
+        return Response(200, control.to_json(offload(lambda: control.replace(name, body))))
+
     def delete(request: Request, name: str) -> Response:
         offload(lambda: control.delete(name))
         return Response(204)
@@ -140,6 +144,7 @@ def native_dialect(control: Control, offload: Offload, sleep: Callable[[float], 
             Route("POST", "/v1/proxies", create),
             Route("GET", named, one),
             Route("PATCH", named, patch),
+            Route("PUT", named, replace),
             Route("DELETE", named, delete),
             Route("GET", f"{named}/rules", rules),
             Route("PUT", f"{named}/rules", set_rules),
