@@ -163,3 +163,38 @@ def test_a_section_proxy_with_a_dead_backend_still_starts(tmp_path: Path) -> Non
         status, body = _call(f"{server.url}/v1/proxies/gone")
         assert status == 200
         assert body["upstream"] == f"{host}:{port}"
+
+
+def test_stalled_clients_of_the_api_stall_neither_the_api_nor_the_proxies(
+    tmp_path: Path, echo_server: EchoServer
+) -> None:
+    """Clients that send half a request, or half a body, and then nothing: the
+    other calls are answered and the proxies relay meanwhile."""
+    with start_control_server(
+        tmp_path, "--distant", echo_server.distant, "--local", "127.0.0.1:0"
+    ) as server:
+        host, port = server.url.removeprefix("http://").rsplit(":", 1)
+        stalled = []
+        for index in range(50):
+            sock = socket.create_connection((host, int(port)), timeout=10)
+            if index % 2:
+                sock.sendall(b"GET /v1/prox")
+            else:
+                sock.sendall(
+                    b"POST /v1/proxies HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                    b"Content-Length: 1000\r\n\r\n{"
+                )
+            stalled.append(sock)
+        try:
+            status, body = _call(f"{server.url}/v1/proxies/default")
+            assert status == 200
+            listen_host, _, listen_port = str(body["listen"]).rpartition(":")  # type: ignore[index]
+            assert _echo((listen_host, int(listen_port))) == b"ping"
+            assert (
+                _call(f"{server.url}/v1/proxies/default", "PATCH", {"behavior": "100:abort"})[0]
+                == 200
+            )
+            assert _echo((listen_host, int(listen_port))) == b""
+        finally:
+            for sock in stalled:
+                sock.close()
