@@ -61,9 +61,11 @@ class Stream:
         self._still_current = still_current
         self._on_end = on_end
         self._unsent = b""
-        loop = gevent.get_hub().loop
+        self._loop = loop = gevent.get_hub().loop
         self._reader = loop.io(raw[0].fileno(), _READ)
-        self._writer = loop.io(raw[1].fileno(), _WRITE)
+        #: Made only once the destination is full (most connections never are).
+        self._writer: Any = None
+        self._dest_fileno: int = raw[1].fileno()
         self._ended = False
 
     def start(self) -> None:
@@ -73,14 +75,16 @@ class Stream:
         """Stop and free the watchers; the stream never calls back after this."""
         self._ended = True
         for watcher in (self._reader, self._writer):
-            watcher.stop()
-            watcher.close()
+            if watcher is not None:
+                watcher.stop()
+                watcher.close()
 
     def _end(self, result: object) -> None:
         if not self._ended:
             self._ended = True
             self._reader.stop()
-            self._writer.stop()
+            if self._writer is not None:
+                self._writer.stop()
             self._on_end(self, result)
 
     def _count(self, size: int) -> None:
@@ -122,6 +126,8 @@ class Stream:
                 if sent < len(data):  # the destination is full: wait for room
                     self._unsent = data[sent:]
                     self._reader.stop()
+                    if self._writer is None:
+                        self._writer = self._loop.io(self._dest_fileno, _WRITE)
                     self._writer.start(self._on_writable)
                     return
                 if len(data) < size:  # most likely drained: wait for more
