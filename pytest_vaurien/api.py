@@ -17,6 +17,7 @@ import socket
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
+from urllib.parse import quote
 
 import gevent
 import gevent.pywsgi
@@ -109,14 +110,16 @@ def native_dialect(control: Control, offload: Offload, sleep: Callable[[float], 
         return Response(200, {"rules": [rule.describe() for rule in control.get(name).rules]})
 
     def set_rules(request: Request, name: str) -> Response:
-        new = control.set_rules(name, _body(request))
+        body = _body(request)
+        new = offload(lambda: control.set_rules(name, body))
         return Response(200, {"rules": [rule.describe() for rule in new]})
 
     def add_rule(request: Request, name: str) -> Response:
-        return Response(201, control.add_rule(name, _body(request)).describe())
+        body = _body(request)
+        return Response(201, offload(lambda: control.add_rule(name, body)).describe())
 
     def remove_rule(request: Request, name: str, rule: str) -> Response:
-        control.remove_rule(name, rule)
+        offload(lambda: control.remove_rule(name, rule))
         return Response(204)
 
     def connections(request: Request, name: str) -> Response:
@@ -230,6 +233,7 @@ def make_app(
 
     def respond(environ: dict[str, Any]) -> Response:
         path = environ.get("PATH_INFO", "/") or "/"
+        raw_path = _raw_path(environ)
         method = environ["REQUEST_METHOD"].upper()
         dialect = owner(path)
         if token is not None:
@@ -265,7 +269,7 @@ def make_app(
                 )
         request = Request.from_environ(environ, body)
         for candidate in [dialect, *(d for d in dialects if d is not dialect)]:
-            found = candidate.find(method, path)
+            found = candidate.find(method, raw_path)
             if found is None:
                 continue
             if isinstance(found, list):
@@ -303,6 +307,29 @@ def make_app(
         return [data]
 
     return app
+
+
+#: Where ``_Handler`` keeps the path as the client wrote it, escapes and all.
+RAW_PATH = "vaurien.raw_path"
+
+
+def _raw_path(environ: Mapping[str, Any]) -> str:
+    """The path with its escapes, so that a name with ``/`` or ``%`` in it is
+    one piece, decoded once (``PATH_INFO`` is decoded already)."""
+    raw = environ.get(RAW_PATH)
+    if raw is not None:
+        return str(raw) or "/"
+    path = environ.get("PATH_INFO", "/") or "/"
+    return quote(path.encode("latin-1", "replace"), safe="/:@!$&'()*+,;=-._~")
+
+
+class _Handler(gevent.pywsgi.WSGIHandler):  # type: ignore[misc]
+    """Keeps the raw path beside ``PATH_INFO``."""
+
+    def get_environ(self) -> dict[str, Any]:
+        environ: dict[str, Any] = super().get_environ()
+        environ[RAW_PATH] = self.path.split("?", 1)[0]
+        return environ
 
 
 def _chunked(environ: Mapping[str, Any]) -> bool:
@@ -397,7 +424,7 @@ class ControlServer:
                 return value
 
             app = make_app(self._dialects(self.control, offload, gevent.sleep), token=self.token)
-            server = _Server(listener, app, log=None, error_log=None)
+            server = _Server(listener, app, log=None, error_log=None, handler_class=_Handler)
             with self._lock:
                 self._server, self._hub = server, hub
             ready.set()
