@@ -172,6 +172,27 @@ def _options(value: object) -> dict[tuple[str, str], object]:
     return options
 
 
+def _current_options(proxy: Proxy) -> dict[str, dict[str, object]]:
+    """The options in force on ``proxy``, as the API shows them."""
+    return {
+        handler: {option: sourced.value for option, sourced in values.items()}
+        for handler, values in proxy.plan.options.items()
+    }
+
+
+def _unset(
+    current: dict[str, dict[str, object]], changes: Mapping[tuple[str, str], object]
+) -> dict[str, dict[str, object]]:
+    """``current`` with ``changes`` laid over it; a ``None`` removes the option."""
+    merged = {handler: dict(values) for handler, values in current.items()}
+    for (handler, option), value in changes.items():
+        if value is None:
+            merged.get(handler, {}).pop(option, None)
+        else:
+            merged.setdefault(handler, {})[option] = value
+    return {handler: values for handler, values in merged.items() if values}
+
+
 def _seed(seed: object) -> int | None:
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
         raise _invalid("seed", seed, "a whole number >= 0 (every random choice draws from it)")
@@ -387,10 +408,7 @@ class Control:
             "upstream": proxy.distant,
             "protocol": proxy.plan.protocol,
             "behavior": proxy.behavior,
-            "options": {
-                handler: {option: sourced.value for option, sourced in values.items()}
-                for handler, values in proxy.plan.options.items()
-            },
+            "options": _current_options(proxy),
             "rules": [rule.describe() for rule in proxy.rules],
             "enabled": proxy.enabled,
             "seed": proxy.seed,
@@ -400,7 +418,8 @@ class Control:
 
     def patch(self, name: str, body: object) -> Proxy:
         """``PATCH /v1/proxies/NAME``: change any of ``behavior``, ``options``
-        (laid over the ones in force), ``protocol``, ``upstream``, ``enabled``.
+        (laid over the ones in force; ``null`` puts one back to its default),
+        ``protocol``, ``upstream``, ``enabled``.
 
         Everything is checked before anything changes. A new protocol
         makes a new proxy on the same port (open connections are closed);
@@ -427,7 +446,10 @@ class Control:
             if protocol != proxy.plan.protocol:
                 proxy = self._reframe(proxy, protocol, upstream, behavior, options)
             else:
-                if "behavior" in body or options:
+                if any(value is None for value in options.values()):
+                    # null puts an option back to its default: the options whole
+                    self._behave_whole(proxy, behavior, _unset(_current_options(proxy), options))
+                elif "behavior" in body or options:
                     with _field(
                         "options" if options else "behavior", body.get("options", behavior)
                     ):
@@ -449,12 +471,7 @@ class Control:
         options: dict[tuple[str, str], object],
     ) -> Proxy:
         """The same proxy under another protocol: a new one on the same port."""
-        merged: dict[str, dict[str, object]] = {
-            handler: {option: sourced.value for option, sourced in values.items()}
-            for handler, values in proxy.plan.options.items()
-        }
-        for (handler, option), value in options.items():
-            merged.setdefault(handler, {})[option] = value
+        merged = _unset(_current_options(proxy), options)
         settings = self._settings(
             upstream=format_address(upstream or proxy.distant_address),
             protocol=protocol,
@@ -474,27 +491,28 @@ class Control:
 
     def set_rules(self, name: str, body: object) -> list[Rule]:
         """``PUT /v1/proxies/NAME/rules``: every rule at once."""
-        proxy = self.get(name)
         rules = _rules(body)
-        with _field("rules", body):
-            return proxy.set_rules(list(rules))
+        with self._lock, _field("rules", body):
+            return self.get(name).set_rules(list(rules))
 
     def add_rule(self, name: str, body: object) -> Rule:
         """``POST /v1/proxies/NAME/rules``: one more rule, last."""
-        proxy = self.get(name)
         rule = rule_from_json(body, "rule")
-        if any(kept.name == rule.name for kept in proxy.rules if rule.given_name):
-            raise ControlError(409, f"a rule named {echo(rule.name)} exists", "name", rule.name)
-        with _field("rule", body):
-            return proxy.add_rule(rule)
+        with self._lock:
+            proxy = self.get(name)
+            if any(kept.name == rule.name for kept in proxy.rules if rule.given_name):
+                raise ControlError(409, f"a rule named {echo(rule.name)} exists", "name", rule.name)
+            with _field("rule", body):
+                return proxy.add_rule(rule)
 
     def remove_rule(self, name: str, rule: str) -> None:
         """``DELETE /v1/proxies/NAME/rules/RULE``."""
-        proxy = self.get(name)
-        try:
-            proxy.remove_rule(rule)
-        except KeyError as error:
-            raise ControlError(404, error.args[0], "rule", rule) from None
+        with self._lock:
+            proxy = self.get(name)
+            try:
+                proxy.remove_rule(rule)
+            except KeyError as error:
+                raise ControlError(404, error.args[0], "rule", rule) from None
 
     def connections(self, name: str, since: int | None) -> list[dict[str, Any]]:
         records = self.get(name).connections
@@ -594,6 +612,13 @@ class Control:
         :raises ControlError: 400 naming the bad behavior or option; nothing
             changes then.
         """
+        with self._lock:
+            return self._behave_whole(self.get(name), behavior, options)
+
+    def _behave_whole(
+        self, proxy: Proxy, behavior: object, options: Mapping[str, Mapping[str, object]]
+    ) -> Proxy:
+        """``replace_behavior`` on ``proxy``, the lock held."""
         if not isinstance(behavior, str):
             raise _invalid("behavior", behavior, "a behavior such as '20:delay,10:abort'")
         with _field("behavior", behavior):
@@ -601,26 +626,24 @@ class Control:
         sourced: dict[str, dict[str, Sourced]] = {}
         for (handler, option), value in _options(dict(options)).items():
             sourced.setdefault(handler, {})[option] = Sourced(value, "options")
-        with self._lock:
-            proxy = self.get(name)
-            plan = proxy.plan
-            try:
-                new = build_plan(
-                    parsed,
-                    sourced,
-                    self.registry,
-                    behavior_source="behavior",
-                    proxy=proxy,
-                    reuse=plan,
-                    protocol=plan.protocol,
-                    rules=plan.rules,
-                    rules_source=plan.rules_source,
-                    seed=plan.seed,
-                )
-            except VaurienError as error:
-                field = "options" if "option" in str(error) else "behavior"
-                raise ControlError(400, str(error), field, behavior) from None
-            proxy.restore(new, proxy.seed)
+        plan = proxy.plan
+        try:
+            new = build_plan(
+                parsed,
+                sourced,
+                self.registry,
+                behavior_source="behavior",
+                proxy=proxy,
+                reuse=plan,
+                protocol=plan.protocol,
+                rules=plan.rules,
+                rules_source=plan.rules_source,
+                seed=plan.seed,
+            )
+        except VaurienError as error:
+            field = "options" if "option" in str(error) else "behavior"
+            raise ControlError(400, str(error), field, behavior) from None
+        proxy.restore(new, proxy.seed)
         return proxy
 
     def relisten(self, name: str, listen: object, upstream: object | None = None) -> Proxy:
@@ -641,10 +664,7 @@ class Control:
                 upstream=proxy.distant if upstream is None else upstream,
                 protocol=proxy.plan.protocol,
                 behavior=proxy.behavior,
-                options={
-                    handler: {option: sourced.value for option, sourced in values.items()}
-                    for handler, values in proxy.plan.options.items()
-                },
+                options=_current_options(proxy),
                 rules=[str(rule) for rule in proxy.rules],
             )
             replacement = self._make(settings, proxy.name, address, proxy.seed)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from pytest_vaurien.client import Client
 from tests.api.conftest import start_control_server
 from tests.servers import EchoServer, refused_address
 
@@ -198,3 +199,31 @@ def test_stalled_clients_of_the_api_stall_neither_the_api_nor_the_proxies(
         finally:
             for sock in stalled:
                 sock.close()
+
+
+def test_rule_names_with_slashes_and_percents_are_decoded_once(
+    client: Client, echo_server: EchoServer
+) -> None:
+    proxy = client.create("a.b~c:d@e", upstream=echo_server.distant)
+    assert [p.name for p in client.proxies()] == ["a.b~c:d@e"]
+    proxy.add_rule("abort; name=x/y%2F")
+    assert [rule.name for rule in proxy.rules] == ["x/y%2F"]
+    proxy.remove_rule("x/y%2F")
+    assert proxy.rules == []
+    client.delete("a.b~c:d@e")
+    assert client.proxies() == []
+
+
+def test_patch_null_puts_an_option_back_to_its_default(
+    client: Client, echo_server: EchoServer
+) -> None:
+    proxy = client.create(
+        "opts", upstream=echo_server.distant, behavior="100:delay", options={"delay": {"sleep": 5}}
+    )
+    proxy.patch(options={"delay": {"jitter": 0.5}})
+    assert proxy.options == {"delay": {"sleep": 5, "jitter": 0.5}}
+    proxy.patch(options={"delay": {"sleep": None}})
+    assert proxy.options == {"delay": {"jitter": 0.5}}
+    assert proxy.behavior == "100:delay"
+    with proxy.set_behavior("100:delay", delay__sleep=0):
+        assert _echo(proxy.address) == b"ping"
