@@ -78,17 +78,9 @@ def _connect_to(family: int, sockaddr: Any, timeout: float) -> gevent.socket.soc
     try:
         raw = getattr(sock, "_sock", None)
         result = raw.connect_ex(sockaddr) if raw is not None else errno.EINPROGRESS
-        if result in (errno.EINPROGRESS, errno.EALREADY, errno.EWOULDBLOCK) and raw is not None:
-            # the handshake is under way (even on loopback, most often): wait
-            # until writable, bounded by the connect timeout, then read how it
-            # went; gevent's connect would ask twice more and set timeouts
-            gevent.socket.wait_write(
-                raw.fileno(), timeout=timeout, timeout_exc=TimeoutError("timed out")
-            )
-            result = raw.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-            if result:
-                raise OSError(result, os.strerror(result))
-        elif result in (errno.EINPROGRESS, errno.EALREADY, errno.EWOULDBLOCK):
+        if result in (errno.EINPROGRESS, errno.EALREADY, errno.EWOULDBLOCK):
+            # not connected at once (a remote or busy backend): gevent waits,
+            # bounded by the connect timeout
             sock.settimeout(timeout)
             sock.connect(sockaddr)
             sock.settimeout(None)
