@@ -28,6 +28,7 @@ from pytest_vaurien.control import Control, ControlError
 from pytest_vaurien.engine.native import NativeEvent, allocate_lock, start_native_thread
 from pytest_vaurien.errors import ProxyError
 from pytest_vaurien.routes import Dialect, Request, Response, Route
+from pytest_vaurien.toxiproxy import toxiproxy_dialect
 
 __all__ = ["MAX_BODY", "ControlServer", "make_app"]
 
@@ -451,4 +452,8 @@ def default_dialects(
     control: Control, offload: Offload, sleep: Callable[[float], object]
 ) -> list[Dialect]:
     """Native, then toxiproxy's, then vaurien 1.x's."""
-    return [native_dialect(control, offload, sleep), legacy_dialect(control)]
+    return [
+        native_dialect(control, offload, sleep),
+        toxiproxy_dialect(control, offload),
+        legacy_dialect(control),
+    ]
