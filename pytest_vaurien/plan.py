@@ -436,13 +436,19 @@ def relayered(
 
     :raises ConfigError: for a bad spec or option; ``plan`` is untouched.
     """
-    merged: dict[str, dict[str, Sourced]] = {
-        name: dict(values) for name, values in plan.options.items()
-    }
+    behavior = parse_behavior(spec, where)
+    targets = registry.option_targets(behavior)
+    merged: dict[str, dict[str, Sourced]] = {}
+    # options of a handler the new behavior cannot name (a dotted path it
+    # left) stay, unconverted, for a later change that names it again
+    dormant: dict[str, dict[str, Sourced]] = {}
+    for name, values in plan.options.items():
+        (merged if name in targets else dormant)[name] = dict(values)
     for (name, option), value in options.items():
+        dormant.pop(name, None)
         merged.setdefault(name, {})[option] = Sourced(value, where)
-    return build_plan(
-        parse_behavior(spec, where),
+    new = build_plan(
+        behavior,
         merged,
         registry,
         behavior_source=where,
@@ -453,6 +459,9 @@ def relayered(
         rules_source=plan.rules_source,
         seed=plan.seed,
     )
+    if dormant:
+        new.options = {**dormant, **new.options}
+    return new
 
 
 def with_behavior_of(plan: Plan, other: Plan) -> Plan:

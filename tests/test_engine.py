@@ -313,3 +313,22 @@ def test_the_proxy_thread_leaves_the_programs_signals_to_the_main_thread(echo_se
             blocked = next(int(line.split()[1], 16) for line in status if line.startswith("SigBlk"))
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGALRM):
         assert blocked & (1 << (signum - 1)), signum
+
+
+def test_a_dotted_handler_s_options_survive_a_behavior_without_it(echo_server):
+    """Options of a handler named by dotted path stay dormant while the
+    behavior does not name it (they used to make every later change fail
+    with 'options given for unknown handler'), and apply again when it does."""
+    proxy = Proxy(
+        echo_server.address,
+        "100:tests.test_engine.Tag",
+        options={"tag": {"text": "?"}},
+    )
+    with proxy:
+        assert roundtrip(proxy.address) == b"ping?"
+        proxy.set_behavior("100:dummy")
+        assert roundtrip(proxy.address) == b"ping"
+        proxy.set_behavior("100:tests.test_engine.Tag")
+        assert roundtrip(proxy.address) == b"ping?"
+        with pytest.raises(ConfigError, match="options given for unknown handler 'nope'"):
+            proxy.set_behavior("100:dummy", nope__x=1)
