@@ -236,8 +236,21 @@ class Toxic:
     def kind(self) -> ToxicType:
         return TOXIC_TYPES[self.type]
 
+    @property
+    def blocks(self) -> bool:
+        """A bandwidth of 0: toxiproxy lets nothing through (a partition, as
+        its users write it), where vaurien's ``bandwidth`` would not limit."""
+        return self.type == "bandwidth" and self.attributes.get("rate", 0) == 0
+
+    @property
+    def handler(self) -> str | None:
+        """The vaurien handler it runs as (a blocking bandwidth: ``timeout`` 0)."""
+        return "timeout" if self.blocks else self.kind.handler
+
     def options(self) -> dict[str, object]:
         """Every option of its handler, in vaurien's units."""
+        if self.blocks:
+            return {"timeout": 0.0}
         kind = self.kind
         options = kind.to_options(self.attributes)
         if kind.directional:
@@ -378,7 +391,7 @@ def behavior_of(
     options: dict[str, dict[str, object]] = {}
     used: dict[str, int] = {}
     for toxic in toxics:
-        handler = toxic.kind.handler
+        handler = toxic.handler
         if handler is None or toxic.toxicity <= 0:
             continue
         count = used[handler] = used.get(handler, 0) + 1

@@ -74,7 +74,8 @@ def test_no_toxic_or_only_noop_and_zero_toxicity_is_transparent():
 
 
 def test_toxicity_below_one_gives_each_combination_its_chance():
-    spec, _ = behavior_of([toxic("latency", toxicity=0.5), toxic("bandwidth")], SECOND)
+    limited = parse_toxic({"type": "bandwidth", "attributes": {"rate": 64}})
+    spec, _ = behavior_of([toxic("latency", toxicity=0.5), limited], SECOND)
     assert spec == "50:latency+bandwidth,50:bandwidth"
     spec, _ = behavior_of([toxic("latency", toxicity=0.5), toxic("timeout", toxicity=0.5)], SECOND)
     entries = {entry.chain: entry.percent for entry in parse_behavior(spec).entries}
@@ -90,7 +91,9 @@ def test_each_toxic_fires_with_its_own_toxicity(toxicities):
     none of them takes."""
     types = (TYPES * 2)[: len(toxicities)]
     toxics = [
-        parse_toxic({"type": type_name, "name": f"t{index}", "toxicity": value})
+        parse_toxic(
+            {"type": type_name, "name": f"t{index}", "toxicity": value, "attributes": {"rate": 8}}
+        )
         for index, (type_name, value) in enumerate(zip(types, toxicities, strict=True))
     ]
     spec, options = behavior_of(toxics, SECOND)
@@ -99,7 +102,7 @@ def test_each_toxic_fires_with_its_own_toxicity(toxicities):
     for item, value in zip(toxics, toxicities, strict=True):
         if value == 0:
             continue  # in no entry: it takes no name
-        handler = item.kind.handler
+        handler = item.handler
         assert handler is not None
         seen[handler] = seen.get(handler, 0) + 1
         name = handler if seen[handler] == 1 else SECOND[handler]
@@ -888,3 +891,23 @@ def test_random_bodies_never_get_a_500(api, route, body):
         assert set(answer) >= {"error", "status"}
         assert answer["status"] == status
     assert api.call("GET", "/version")[0] == 200
+
+
+def test_a_bandwidth_of_zero_blocks_the_stream_as_toxiproxy_does(api, echo):
+    """Users simulate a partition with ``rate: 0``: toxiproxy then lets nothing
+    through, where vaurien's ``bandwidth`` at 0 would not limit at all."""
+    assert behavior_of([parse_toxic({"type": "bandwidth"})], {}) == (
+        "100:timeout",
+        {"timeout": {"timeout": 0.0}},
+    )
+    api.proxy("svc", echo.distant)
+    api.call("POST", "/proxies/svc/toxics", {"type": "bandwidth", "attributes": {"rate": 0}})
+    _, toxics = api.call("GET", "/proxies/svc/toxics")
+    assert [(t["type"], t["attributes"]) for t in toxics] == [("bandwidth", {"rate": 0})]
+    with socket.create_connection(api.address("svc"), timeout=10) as sock:
+        sock.sendall(b"ping")
+        sock.settimeout(0.5)
+        with pytest.raises(TimeoutError):
+            sock.recv(10)
+    api.call("DELETE", "/proxies/svc/toxics/bandwidth_downstream")
+    assert roundtrip(api.address("svc")) == b"ping"
