@@ -76,6 +76,8 @@ def _body(request: Request) -> object:
         return request.json()
     except ValueError as error:
         raise ControlError(400, f"the body is not valid JSON: {error}", None, None) from None
+    except RecursionError:
+        raise ControlError(400, "the body is JSON nested too deep", None, None) from None
 
 
 def native_dialect(control: Control, offload: Offload, sleep: Callable[[float], object]) -> Dialect:
