@@ -262,7 +262,7 @@ def test_session_proxies_live_on_the_control_api_too(
         @pytest.mark.vaurien(target="cache", rules=["error; reply=READONLY replica; match=SET"])
         def test_failover(vaurien_session_proxies):
             with pytest.raises(redis.exceptions.ReadOnlyError):
-                POOLS["r"].set("k", "v")
+                POOLS["r"].set("remote-k", "v")
             assert POOLS["pg"].execute("SELECT 1").fetchone() == (1,)
             cache = vaurien_session_proxies["cache"]
             assert [e.request for e in cache.exchanges] == ["SET"]
@@ -270,7 +270,7 @@ def test_session_proxies_live_on_the_control_api_too(
 
 
         def test_relay_again(vaurien_session_proxies):
-            assert POOLS["r"].set("k", "v")
+            assert POOLS["r"].set("remote-k", "v")
             assert vaurien_session_proxies["cache"].rules == []
             POOLS["r"].close()
             POOLS["pg"].close()
