@@ -14,8 +14,9 @@ Each pattern is a run (``RUN``: as many whole messages as follow each other
 from a position, anchored) and a single message (``ONE``, without groups,
 for ``findall``): the run says where the batch ends, ``findall`` over that
 span how many messages it holds. Both are linear in the bytes they see.
-Compiled on first use (a fraction of a second), so that a process that never
-batches never pays for them.
+Compiled when the module loads (about 0.08 s), which is when a plan that
+frames Redis is built, before its proxy listens: the first pipeline a client
+sends does not wait for it.
 """
 
 from __future__ import annotations
@@ -130,3 +131,7 @@ def count_run(
     match = run(buf, pos)
     end = match.end() if match is not None else pos
     return end, (findall(buf, pos, end) if end > pos else [])
+
+
+commands()
+replies()
