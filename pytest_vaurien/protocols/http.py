@@ -17,6 +17,7 @@ from __future__ import annotations
 import re
 from collections import deque
 from collections.abc import Mapping
+from typing import Any
 
 from pytest_vaurien.protocols.base import (
     End,
@@ -83,6 +84,9 @@ _Parsed = tuple[MessageInfo, bool, int, int]  # info, interim, body state, lengt
 # delimited (or why it cannot be), an Upgrade to switch to, Expect: 100-continue
 _Facts = tuple[tuple[tuple[str, str], ...], frozenset[str], tuple[int, int] | str, bool, bool]
 _CACHE: dict[tuple[str, bool, bool], _Facts | str] = {}
+#: Whole heads parsed, by their bytes (replies: and the method they answer).
+_REQUESTS: dict[bytes, _Parsed] = {}
+_REPLIES: dict[tuple[bytes, str | None], _Parsed] = {}
 _CACHE_SIZE = 256  # field blocks remembered, each at most _CACHE_BLOCK characters
 _CACHE_BLOCK = 2048
 
@@ -179,9 +183,7 @@ class _Framer:
                 end = found.end()
                 if end - mark > MAX_HEAD:
                     return self._fail(f"head over {MAX_HEAD // 1024} KiB", buf, mark, events)
-                parsed = self._message(
-                    buf[start : found.start()].decode("latin-1").removesuffix("\r")
-                )
+                parsed = self._head(bytes(buf[start : found.start()]))
                 if isinstance(parsed, str):
                     return self._fail(parsed, buf, mark, events)
                 info, interim, state, self._left = parsed
@@ -270,6 +272,10 @@ class _Framer:
         """Why the first bytes of an incomplete head cannot start a message."""
         raise NotImplementedError
 
+    def _head(self, raw: bytes) -> _Parsed | str:
+        """The parsed head (its bytes without the final blank line)."""
+        return self._message(raw.decode("latin-1").removesuffix("\r"))
+
     def _message(self, text: str) -> _Parsed | str:
         """The parsed head (start line and fields, no final blank line), or the problem."""
         raise NotImplementedError
@@ -288,6 +294,18 @@ class HttpRequestFramer(_Framer):
             return None if _REQUEST_START(first) else "not an HTTP request line"
         line = _request_line(first[:nl].decode("latin-1").removesuffix("\r"))
         return line if isinstance(line, str) else None
+
+    def _head(self, raw: bytes) -> _Parsed | str:
+        """Parsed once per distinct head: a client sends the same head again
+        and again (a poll, a health check, a benchmark), and what it says
+        depends on its bytes alone."""
+        cached = _REQUESTS.get(raw)
+        if cached is not None:
+            return cached
+        parsed = self._message(raw.decode("latin-1").removesuffix("\r"))
+        if not isinstance(parsed, str) and self._after is None:
+            _remember(_REQUESTS, raw, parsed)
+        return parsed
 
     def _message(self, text: str) -> _Parsed | str:
         first, _, block = text.partition("\n")
@@ -353,6 +371,22 @@ class HttpResponseFramer(_Framer):
         line = first[:nl].decode("latin-1").removesuffix("\r")
         return None if _STATUS_LINE(line) else "not an HTTP status line"
 
+    def _head(self, raw: bytes) -> _Parsed | str:
+        """Parsed once per distinct head and method it answers (``HEAD`` and
+        ``CONNECT`` change what follows), as requests are."""
+        expected = self._expected
+        method = expected[0].fields.get("method", "GET") if expected else None
+        key = (raw, method)
+        cached = _REPLIES.get(key)
+        if cached is not None:
+            if not cached[1] and expected:  # a final reply answers its request
+                expected.popleft()
+            return cached
+        parsed = self._message(raw.decode("latin-1").removesuffix("\r"))
+        if not isinstance(parsed, str) and self._after is None:
+            _remember(_REPLIES, key, parsed)
+        return parsed
+
     def _message(self, text: str) -> _Parsed | str:
         first, _, block = text.partition("\n")
         line = _STATUS_LINE(first.removesuffix("\r"))
@@ -397,6 +431,14 @@ class HttpResponseFramer(_Framer):
             },
         )
         return info, interim, state, length
+
+
+def _remember(cache: dict[Any, _Parsed], key: Any, parsed: _Parsed) -> None:
+    """Keep a parsed head (a short one: a client's own big cookies are not worth it)."""
+    if len(key if isinstance(key, bytes) else key[0]) <= _CACHE_BLOCK:
+        if len(cache) >= _CACHE_SIZE:
+            cache.clear()
+        cache[key] = parsed
 
 
 def _request_line(line: str) -> tuple[str, ...] | str:

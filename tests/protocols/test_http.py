@@ -1099,3 +1099,39 @@ def test_good_error_options_pass_the_check() -> None:
         {"status": 429, "headers": {"Retry-After": 1}, "body": b"", "after": True}, "rule r"
     )
     PROTOCOL.check_error_options({}, "rule r")
+
+
+# -- heads parsed once: what the cache must not change ------------------------
+
+
+def test_the_same_reply_head_after_head_and_after_get() -> None:
+    """One reply head, remembered, still frames by the method it answers: no
+    body after HEAD, its Content-Length after GET, and again after HEAD."""
+    reply = b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\n"
+    framer = HttpResponseFramer()
+    for method, body in (("HEAD", b""), ("GET", b"abc"), ("HEAD", b""), ("GET", b"abc")):
+        framer.expect(MessageInfo(f"{method} /", {"method": method}))
+        events = framer.feed(reply + body)
+        assert [type(event) for event in events] == [Head, End]
+        assert events[1].data == body
+        assert events[0].info.fields["unsolicited"] is False
+    assert framer.feed(reply + b"xyz")[0].info.fields["unsolicited"] is True
+
+
+def test_a_remembered_interim_reply_leaves_its_request_waiting() -> None:
+    framer = HttpResponseFramer()
+    framer.expect(MessageInfo("POST /", {"method": "POST"}))
+    framer.expect(MessageInfo("POST /", {"method": "POST"}))
+    stream = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n"
+    for _ in range(2):
+        heads = [event for event in framer.feed(stream) if isinstance(event, Head)]
+        assert [event.interim for event in heads] == [True, False]
+    assert framer.feed(b"HTTP/1.1 204 No Content\r\n\r\n")[0].info.fields["unsolicited"] is True
+
+
+def test_an_upgrade_request_switches_every_time_it_comes() -> None:
+    head = b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n"
+    for _ in range(2):
+        framer = HttpRequestFramer()
+        events = framer.feed(head + b"frames")
+        assert [type(event) for event in events] == [Head, End, Switched, Opaque]
