@@ -93,6 +93,11 @@ class Host(ProxyInfo, Protocol):
         """Keep an exchange's record with the proxy's."""
         ...
 
+    @property
+    def wants_exchanges(self) -> bool:
+        """Whether anyone reads the exchange records."""
+        ...
+
 
 class ProxyDown(GreenletExit):  # type: ignore[misc]  # gevent ships no types
     """Kills a connection because the proxy was disabled (``Proxy.disable``)."""

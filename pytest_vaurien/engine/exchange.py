@@ -84,6 +84,11 @@ class ExchangeHost(Protocol):
         """Keep ``record`` with the proxy's exchanges."""
         ...
 
+    @property
+    def wants_exchanges(self) -> bool:
+        """Whether anyone reads the exchange records (else none is made)."""
+        ...
+
 
 class Pumps(ConnectionView, Protocol):
     """What the exchange layer needs of its connection: the sockets, the
@@ -384,7 +389,7 @@ class ExchangeRelay:
             return True
         if isinstance(event, Head):
             fields = event.info.fields
-            if self._quick and not any(name in fields for name in _NOT_PLAIN):
+            if self._quick and fields.keys().isdisjoint(_NOT_PLAIN):
                 self.incoming = _PLAIN_INCOMING
                 self._relay_plain(1, event.data, event.info)
                 return True
@@ -586,7 +591,7 @@ class ExchangeRelay:
             return True
         if isinstance(event, Head):
             fields = event.info.fields
-            if self._quick and not any(name in fields for name in _NOT_PLAIN):
+            if self._quick and fields.keys().isdisjoint(_NOT_PLAIN):
                 self.incoming = _PLAIN_INCOMING
                 self._relay_plain(1, event.data, event.info)
                 return True
@@ -863,15 +868,8 @@ def _records_wanted(host: ExchangeHost) -> bool:
     """Whether anyone reads the exchange records: the proxy keeps them (the
     fixtures, the control API) or hands them on (``on_exchange``).
 
-    A host may say so itself (``wants_exchanges``); else the proxy's own
-    settings are read, and a host that shows neither gets its records.
     """
-    wants = getattr(host, "wants_exchanges", None)
-    if wants is not None:
-        return bool(wants)
-    return (
-        bool(getattr(host, "_keep_records", True)) or getattr(host, "on_exchange", None) is not None
-    )
+    return host.wants_exchanges
 
 
 def _named_by_a_rule(plan: Plan, info: MessageInfo) -> bool:

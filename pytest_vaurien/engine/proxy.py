@@ -347,6 +347,13 @@ class Proxy:
         self._ordinals += 1
         return self._ordinals
 
+    @property
+    def wants_exchanges(self) -> bool:
+        """Whether anyone reads the exchange records: the proxy keeps them (the
+        fixtures, the control API) or hands them on (``on_exchange``). When
+        no one does, a unit relayed untouched gets no record at all."""
+        return self._keep_records or self.on_exchange is not None
+
     def keep_exchange(self, record: ExchangeRecord) -> None:
         """Keep an exchange's record (unless records are off, as in the command)."""
         record.index = self._ordinals - 1
