@@ -90,13 +90,11 @@ def summary(samples: list[float]) -> dict[str, float]:
     }
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--connections", type=int, default=1000)
-    parser.add_argument("--calls", type=int, default=300)
-    args = parser.parse_args()
+def measure(connections: int = 1000, calls: int = 300) -> dict[str, object]:
+    """The figures, with ``connections`` open through the proxy."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(soft, 4 * args.connections)), hard))
+    wanted = min(hard, max(soft, 4 * connections))
+    resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
     backend, backend_address = start_backend()
     work = Path(tempfile.mkdtemp(prefix="vaurien-bench-control-"))
     vaurien, control = start_vaurien(work)
@@ -112,7 +110,7 @@ def main() -> int:
         conn.request("GET", "/v1/proxies/bench")
         listen = json.loads(conn.getresponse().read())["listen"]
         host, _, port = listen.rpartition(":")
-        for _ in range(args.connections):
+        for _ in range(connections):
             sock = socket.create_connection((host, int(port)), timeout=30)
             sock.sendall(b"Ex")
             clients.append(sock)
@@ -126,25 +124,23 @@ def main() -> int:
                 "/v1/proxies/bench",
                 {"behavior": "100:delay" if i % 2 else "100:dummy", "options": {}},
             )
-            for i in range(args.calls)
+            for i in range(calls)
         ]
         rules = []
-        for i in range(args.calls):
+        for i in range(calls):
             rules.append(
                 call(conn, "POST", "/v1/proxies/bench/rules", {"fault": "abort", "name": f"r{i}"})
             )
             rules.append(call(conn, "DELETE", f"/v1/proxies/bench/rules/r{i}"))
-        reads = [call(conn, "GET", "/v1/proxies/bench") for _ in range(args.calls)]
+        reads = [call(conn, "GET", "/v1/proxies/bench") for _ in range(calls)]
         conn.request("GET", "/v1/proxies/bench")
         still_open = json.loads(conn.getresponse().read())["open_connections"]
-        result = {
+        return {
             "open_connections": still_open,
             "patch_behavior": summary(patch),
             "add_or_remove_rule": summary(rules),
             "get_proxy": summary(reads),
         }
-        print(json.dumps(result, indent=2))
-        return 0
     finally:
         for sock in clients:
             sock.close()
@@ -152,6 +148,28 @@ def main() -> int:
         backend.terminate()
         vaurien.wait(10)
         backend.wait(10)
+
+
+def table(result: dict[str, object]) -> str:
+    """The figures as lines, for benchmarks/run.py."""
+    lines = [f"control API, {result['open_connections']} connections open (target: p50 < 5 ms)"]
+    for key in ("patch_behavior", "add_or_remove_rule", "get_proxy"):
+        figures = result[key]
+        assert isinstance(figures, dict)
+        lines.append(
+            f"  {key.replace('_', ' '):20} p50 {figures['p50_ms']:.2f} ms, "
+            f"p99 {figures['p99_ms']:.2f} ms"
+        )
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--connections", type=int, default=1000)
+    parser.add_argument("--calls", type=int, default=300)
+    args = parser.parse_args()
+    print(json.dumps(measure(args.connections, args.calls), indent=2))
+    return 0
 
 
 if __name__ == "__main__":

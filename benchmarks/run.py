@@ -491,6 +491,19 @@ def main() -> int:
             print(f"real servers: {databases}")
         else:
             print(database_bench.table(databases))
+    control: dict[str, object] | str = {}
+    if args.project:
+        sys.path.insert(0, str(HERE))
+        import control as control_bench  # benchmarks/control.py
+
+        try:
+            control = control_bench.measure(200 if args.quick else 1000)
+        except (OSError, subprocess.SubprocessError, RuntimeError) as error:
+            control = f"failed: {error}"
+            print(f"control API: {control}")
+        else:
+            print()
+            print(control_bench.table(control))
     if args.json:
         Path(args.json).write_text(
             json.dumps(
@@ -501,6 +514,7 @@ def main() -> int:
                     "sizes": sizes,
                     "protocols": protocols,
                     "databases": databases,
+                    "control": control,
                 },
                 indent=2,
                 default=str,
