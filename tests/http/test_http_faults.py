@@ -167,6 +167,8 @@ def test_pipelined_requests_get_their_replies_in_order(http_backend):
         replies = read_until_eof(sock)
     statuses = re.findall(rb"HTTP/1\.1 (\d{3}) ", replies)
     assert statuses == [b"200", b"503", b"200"]
+    # each body once: a reply ending just before the proxy's own answer is not replayed
+    assert replies.count(b"hello /one") == replies.count(b"hello /three") == 1
     assert replies.index(b"hello /one") < replies.index(b"injected by vaurien")
     assert replies.index(b"injected by vaurien") < replies.index(b"hello /three")
 
