@@ -80,9 +80,29 @@ class Behavior:
 def parse_behavior(spec: str, where: str = "behavior") -> Behavior:
     """Parse ``"20:delay,10:error"``; a bare name means 100 %.
 
+    A behavior is immutable: one parsed before is given again (every test of
+    a suite parses the same few).
+
     :param where: names the source in error messages (``--vaurien-behavior``).
     :raises ConfigError: pointing at the malformed piece, or at the total.
     """
+    if isinstance(spec, str):
+        known = _PARSED.get(spec)
+        if known is not None:
+            return known
+    behavior = _parse(spec, where)
+    if len(_PARSED) >= _PARSED_SIZE:
+        _PARSED.clear()
+    _PARSED[spec] = behavior
+    return behavior
+
+
+#: Behaviors parsed so far, by their text (a bounded cache).
+_PARSED: dict[str, Behavior] = {}
+_PARSED_SIZE = 512
+
+
+def _parse(spec: str, where: str) -> Behavior:
     if not isinstance(spec, str):
         raise ConfigError(
             f"{where}: {echo(spec)} is not a behavior; expected e.g. '20:delay,10:error'"

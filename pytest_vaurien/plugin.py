@@ -66,6 +66,8 @@ _DISTANTS = pytest.StashKey[dict[str, str]]()
 #: ``vaurien_protocols``: the protocol of the proxies of some names.
 _PROTOCOLS = pytest.StashKey[dict[str, Layer]]()
 _PROXY_COUNT = pytest.StashKey[int]()
+#: The test's proxies (fixture and factory ones) and their one teardown.
+_TEST_PROXIES = pytest.StashKey["_TestProxies"]()
 #: ``--vaurien-control``: the control API the tests' proxies are made on.
 _CONTROL = pytest.StashKey["Client | None"]()
 _ITEM_PROXIES = pytest.StashKey[list["_Tested"]]()
@@ -73,15 +75,19 @@ _SESSION_STATS = pytest.StashKey[Stats]()
 _MARKER_READ = pytest.StashKey[bool]()
 #: The names of a test's proxies (fixture, factory and session ones), for ``target=``.
 _PROXY_NAMES = pytest.StashKey[set[str]]()
+#: The names the test's markers' ``target=`` give.
+_TARGETS = pytest.StashKey[set[str]]()
 #: Set once a test has failed for a ``target=`` that names no proxy: said once.
 _TARGETS_REPORTED = pytest.StashKey[bool]()
 #: What a test keeps of its own until its last report is made; dropped then,
 #: since pytest keeps every item (and its stash) until the session ends.
 _PER_TEST_KEYS: tuple[pytest.StashKey[Any], ...] = (
     _PROXY_COUNT,
+    _TEST_PROXIES,
     _ITEM_PROXIES,
     _MARKER_READ,
     _PROXY_NAMES,
+    _TARGETS,
     _TARGETS_REPORTED,
 )
 #: The fixtures that outlive a test; each test that uses one configures it for itself.
@@ -464,7 +470,11 @@ def pytest_runtest_makereport(
         # item.user_properties reach the later reports, and JUnit XML (which
         # reads them from the teardown report)
         if report.when == "call":
-            stats = sum((proxy.stats for proxy in proxies), Stats())
+            stats = (
+                proxies[0].stats
+                if len(proxies) == 1
+                else sum((proxy.stats for proxy in proxies), Stats())
+            )
             item.user_properties.append(("vaurien_connections", stats.connections))
             item.user_properties.append(("vaurien_faults", sum(stats.faults.values())))
             if stats.exchanges:
@@ -644,10 +654,14 @@ def _check_targets(item: pytest.Item, known: Iterable[str]) -> None:
     """Fail the test when a marker's ``target=`` names no proxy it has (once)."""
     if item.stash.get(_TARGETS_REPORTED, False):
         return
+    wanted = item.stash.get(_TARGETS, None)
+    if wanted is None:  # read once: the check runs at setup and at teardown
+        wanted = item.stash[_TARGETS] = set()
+        for marker in item.iter_markers("vaurien"):
+            wanted.update(_marker_targets(item, marker) or ())
+    if not wanted:
+        return
     names = set(known)
-    wanted: set[str] = set()
-    for marker in item.iter_markers("vaurien"):
-        wanted.update(_marker_targets(item, marker) or ())
     missing = sorted(wanted - names)
     if missing:
         item.stash[_TARGETS_REPORTED] = True
@@ -716,18 +730,26 @@ class _TestProxies:
         return proxy
 
 
-@pytest.fixture
-def _vaurien_test_proxies(request: pytest.FixtureRequest) -> Iterator[_TestProxies]:
+def _test_proxies(request: pytest.FixtureRequest) -> _TestProxies:
     """What ``vaurien_proxy``, ``vaurien_proxies`` and the factory share: one
-    list of a test's proxies, one teardown."""
+    list of a test's proxies, one teardown - that of the first of them the
+    test sets up, which is torn down after the others. (A function, not a
+    fixture: each fixture a test sets up costs it tens of microseconds.)"""
     item = request.node
-    try:
-        registry = _test_registry(request)
-    except VaurienError as error:
-        _fail(error)
-    proxies = _TestProxies(item, registry)
-    yield proxies
-    problems = _stop_all(request.config, proxies.proxies)
+    proxies: _TestProxies | None = item.stash.get(_TEST_PROXIES, None)
+    if proxies is None:
+        try:
+            registry = _test_registry(request)
+        except VaurienError as error:
+            _fail(error)
+        proxies = item.stash[_TEST_PROXIES] = _TestProxies(item, registry)
+        request.addfinalizer(lambda: _finish(request.config, item, proxies))
+    return proxies
+
+
+def _finish(config: pytest.Config, item: pytest.Item, proxies: _TestProxies) -> None:
+    """The test is over: stop its proxies, then say what it could not see."""
+    problems = _stop_all(config, proxies.proxies)
     if problems:
         pytest.fail("\n".join(problems), pytrace=False)
     _check_targets(item, _names_so_far(item))
@@ -773,9 +795,7 @@ def _configured_distants(config: pytest.Config) -> dict[str, str] | None:
 
 
 @pytest.fixture
-def vaurien_proxy_factory(
-    request: pytest.FixtureRequest, _vaurien_test_proxies: _TestProxies
-) -> ProxyFactory:
+def vaurien_proxy_factory(request: pytest.FixtureRequest) -> ProxyFactory:
     """Make more proxies in one test: ``factory(distant, behavior=..., name=..., **options)``.
 
     Each call starts a proxy in front of ``distant`` (``"HOST:PORT"`` or a
@@ -790,6 +810,7 @@ def vaurien_proxy_factory(
         _layers(item, None)  # a bad marker fails the test at its setup
     except VaurienError as error:
         _fail(error)
+    test_proxies = _test_proxies(request)
 
     def factory(
         distant: str | tuple[str, int],
@@ -813,7 +834,7 @@ def vaurien_proxy_factory(
             where, distant, behavior, options, protocol=protocol, rules=rules
         )
         settings = resolve([*_layers(item, name), call])
-        return _vaurien_test_proxies.start(settings, name, allowed)
+        return test_proxies.start(settings, name, allowed)
 
     return factory
 
@@ -874,16 +895,20 @@ def _refused_problem(distant: str, stats: Stats) -> list[str]:
 
 
 @pytest.fixture
-def vaurien_proxies(
-    request: pytest.FixtureRequest, _vaurien_test_proxies: _TestProxies
-) -> dict[str, Proxy]:
+def vaurien_proxies(request: pytest.FixtureRequest) -> dict[str, Proxy]:
     """A running proxy for each backend of ``vaurien_distant``, by name.
 
     With a dict distant (or ``vaurien_distants`` in the ini file), one proxy
     per entry; with a lone address, ``{"default": proxy}``. A marker's
     ``target="NAME"`` (or a list) limits it to the proxies of those names.
     """
+    return _start_proxies(request)
+
+
+def _start_proxies(request: pytest.FixtureRequest) -> dict[str, Proxy]:
+    """A proxy for each backend of ``vaurien_distant``, by name."""
     item = request.node
+    test_proxies = _test_proxies(request)
     value = request.getfixturevalue("vaurien_distant")
     try:
         distants = _as_distants(value, "vaurien_distant")
@@ -898,14 +923,14 @@ def vaurien_proxies(
                 [*_configured_layers(item.config, name), fixture, *_marker_layers(item, name)]
             )
             allowed = _marker_allows_refused(item, name)
-            proxies[name] = _vaurien_test_proxies.start(settings, name, allowed)
+            proxies[name] = test_proxies.start(settings, name, allowed)
     except VaurienError as error:
         _fail(error)
     return proxies
 
 
 @pytest.fixture
-def vaurien_proxy(vaurien_proxies: dict[str, Proxy]) -> Proxy:
+def vaurien_proxy(request: pytest.FixtureRequest) -> Proxy:
     """A running chaos proxy in front of ``vaurien_distant``, stopped after the test.
 
     Connect to ``vaurien_proxy.address``. The behavior and handler options come
@@ -913,9 +938,13 @@ def vaurien_proxy(vaurien_proxies: dict[str, Proxy]) -> Proxy:
     ``set_behavior()`` changes them live, ``connections`` tells what happened.
     With several backends, it is the one named ``default``.
     """
-    if DEFAULT not in vaurien_proxies:
-        _fail(_names_error("vaurien_proxy", vaurien_proxies, "vaurien_proxies"))
-    return vaurien_proxies[DEFAULT]
+    if "vaurien_proxies" in request.fixturenames:  # the same proxy as there
+        proxies: dict[str, Proxy] = request.getfixturevalue("vaurien_proxies")
+    else:  # one fixture, not two: each costs a test tens of microseconds
+        proxies = _start_proxies(request)
+    if DEFAULT not in proxies:
+        _fail(_names_error("vaurien_proxy", proxies, "vaurien_proxies"))
+    return proxies[DEFAULT]
 
 
 # -- proxies that outlive a test -------------------------------------------
