@@ -25,7 +25,7 @@ from pytest_vaurien.echo import echo
 from pytest_vaurien.engine.native import allocate_lock
 from pytest_vaurien.engine.proxy import Proxy
 from pytest_vaurien.errors import ConfigError, ProxyError, VaurienError
-from pytest_vaurien.plan import build_plan
+from pytest_vaurien.plan import rebuilt
 from pytest_vaurien.protocols import PROTOCOLS, TCP, check_protocol
 from pytest_vaurien.records import ConnectionRecord, ExchangeRecord
 from pytest_vaurien.registry import Registry
@@ -626,20 +626,8 @@ class Control:
         sourced: dict[str, dict[str, Sourced]] = {}
         for (handler, option), value in _options(dict(options)).items():
             sourced.setdefault(handler, {})[option] = Sourced(value, "options")
-        plan = proxy.plan
         try:
-            new = build_plan(
-                parsed,
-                sourced,
-                self.registry,
-                behavior_source="behavior",
-                proxy=proxy,
-                reuse=plan,
-                protocol=plan.protocol,
-                rules=plan.rules,
-                rules_source=plan.rules_source,
-                seed=plan.seed,
-            )
+            new = rebuilt(proxy.plan, parsed, sourced, self.registry, where="behavior", proxy=proxy)
         except VaurienError as error:
             field = "options" if "option" in str(error) else "behavior"
             raise ControlError(400, str(error), field, behavior) from None

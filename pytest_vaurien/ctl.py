@@ -264,6 +264,27 @@ def _common() -> _Parser:
     return common
 
 
+def _subcommand(
+    parsers: Any,
+    common: argparse.ArgumentParser,
+    name: str,
+    func: Command,
+    help: str,
+    examples: Sequence[str],
+) -> argparse.ArgumentParser:
+    """A command (or a verb of ``rule``) with the common options and its examples."""
+    sub: argparse.ArgumentParser = parsers.add_parser(
+        name,
+        help=help,
+        description=help,
+        parents=[common],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=_epilog(*examples),
+    )
+    sub.set_defaults(func=func)
+    return sub
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = _common()
     parser = _Parser(
@@ -285,16 +306,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands.required = True
 
     def command(name: str, func: Command, help: str, *examples: str) -> argparse.ArgumentParser:
-        sub = commands.add_parser(
-            name,
-            help=help,
-            description=help,
-            parents=[common],
-            formatter_class=argparse.RawDescriptionHelpFormatter,
-            epilog=_epilog(*examples),
-        )
-        sub.set_defaults(func=func)
-        return sub
+        return _subcommand(commands, common, name, func, help, examples)
 
     command(
         "list", _list, "list the proxies, one a line", "vaurienctl list", "vaurienctl list --json"
@@ -365,15 +377,7 @@ def build_parser() -> argparse.ArgumentParser:
     verbs.required = True
 
     def verb(name: str, func: Command, help: str, *examples: str) -> argparse.ArgumentParser:
-        sub = verbs.add_parser(
-            name,
-            help=help,
-            description=help,
-            parents=[common],
-            formatter_class=argparse.RawDescriptionHelpFormatter,
-            epilog=_epilog(*examples),
-        )
-        sub.set_defaults(func=func)
+        sub = _subcommand(verbs, common, name, func, help, examples)
         sub.add_argument("name", metavar="NAME", help="the proxy")
         return sub
 

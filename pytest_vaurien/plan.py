@@ -42,6 +42,7 @@ __all__ = [
     "check_settings",
     "percent_draw",
     "plan_from_settings",
+    "rebuilt",
     "relayered",
     "with_behavior_of",
     "with_rules",
@@ -447,9 +448,30 @@ def relayered(
     for (name, option), value in options.items():
         dormant.pop(name, None)
         merged.setdefault(name, {})[option] = Sourced(value, where)
-    new = build_plan(
+    new = rebuilt(plan, behavior, merged, registry, where=where, proxy=proxy)
+    if dormant:
+        new.options = {**dormant, **new.options}
+    return new
+
+
+def rebuilt(
+    plan: Plan,
+    behavior: Behavior,
+    options: SourcedOptions,
+    registry: Registry,
+    *,
+    where: str,
+    proxy: ProxyInfo | None = None,
+) -> Plan:
+    """``plan`` with ``behavior`` and exactly ``options``: its protocol, its live
+    rules (with their counts) and its seed kept; an unchanged handler keeps its
+    instance.
+
+    :raises ConfigError: for a bad option; ``plan`` is untouched.
+    """
+    return build_plan(
         behavior,
-        merged,
+        options,
         registry,
         behavior_source=where,
         proxy=proxy,
@@ -459,9 +481,6 @@ def relayered(
         rules_source=plan.rules_source,
         seed=plan.seed,
     )
-    if dormant:
-        new.options = {**dormant, **new.options}
-    return new
 
 
 def with_behavior_of(plan: Plan, other: Plan) -> Plan:

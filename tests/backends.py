@@ -13,19 +13,23 @@ import contextlib
 import os
 import pwd
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
+from pytest_vaurien.client import Client
 from tests.client import wait_until
 
-__all__ = ["Server", "mariadb", "memcached", "postgresql", "redis", "smtp", "vaurien_control"]
+__all__ = ["Server", "mariadb", "memcached", "postgresql", "redis", "smtp", "start_control_server"]
 
 
 @dataclass
@@ -274,29 +278,81 @@ def smtp() -> Iterator[Server]:
         time.sleep(0)  # the controller joined its thread
 
 
-@contextlib.contextmanager
-def vaurien_control(*extra: str, env: dict[str, str] | None = None) -> Iterator[Server]:
-    """The ``vaurien`` command serving only its control API, as a remote vaurien
-    in front of a compose stack would (``extra``: more command-line options)."""
-    import sys
+#: How long a ``vaurien`` process may take to listen (a loaded CI machine).
+START_TIMEOUT = 30.0
 
-    port = free_port()
-    process = _start(
-        [
-            sys.executable,
-            "-m",
-            "pytest_vaurien",
-            "--control",
-            f"127.0.0.1:{port}",
-            "--log-level",
-            "warning",
-            *extra,
-        ],
-        port,
-        "vaurien --control",
-        env={**os.environ, **(env or {})},
-    )
+
+@dataclass
+class ControlProcess:
+    """A running ``vaurien --control`` subprocess."""
+
+    process: subprocess.Popen[bytes]
+    port: int
+    directory: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def output(self) -> str:
+        """What the process wrote so far, stdout then stderr."""
+        return "".join(
+            (self.directory / name).read_text(errors="replace") for name in ("stdout", "stderr")
+        )
+
+    def client(self, token: str | None = None) -> Client:
+        return Client(self.url, token=token)
+
+
+def _port(path: Path, process: subprocess.Popen[bytes], directory: Path) -> int | None:
+    if process.poll() is not None:
+        output = (directory / "stderr").read_text(errors="replace")
+        raise AssertionError(f"vaurien exited with {process.returncode} before listening: {output}")
     try:
-        yield Server("127.0.0.1", port, process, {"url": f"http://127.0.0.1:{port}"})
+        text = path.read_text()
+    except FileNotFoundError:
+        return None
+    return int(text) if text.strip() else None
+
+
+@contextmanager
+def start_control_server(
+    directory: Path,
+    *args: str,
+    env: Mapping[str, str] | None = None,
+    control: str = "127.0.0.1:0",
+) -> Iterator[ControlProcess]:
+    """``vaurien --control CONTROL --control-port-file ... ARGS`` until the
+    ``with`` ends (SIGTERM, then a kill if it lingers). ``env`` is laid over
+    the environment (``VAURIEN_CONTROL_TOKEN``, say)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    port_file = directory / "port"
+    command: Sequence[str] = [
+        sys.executable,
+        "-m",
+        "pytest_vaurien",
+        "--control",
+        control,
+        "--control-port-file",
+        str(port_file),
+        *args,
+    ]
+    environment = {**os.environ, **(env or {})}
+    with (directory / "stdout").open("wb") as out, (directory / "stderr").open("wb") as err:
+        process = subprocess.Popen(command, stdout=out, stderr=err, env=environment)
+    try:
+        port = wait_until(
+            lambda: _port(port_file, process, directory),
+            timeout=START_TIMEOUT,
+            interval=0.02,
+            message=f"vaurien writing {port_file}",
+        )
+        yield ControlProcess(process, port, directory)
     finally:
-        _stop(process)
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=15)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -22,18 +23,18 @@ CLIENT_MODULES = (psycopg, redis)
 
 
 @pytest.fixture(scope="module")
-def control() -> Iterator[backends.Server]:
-    with backends.vaurien_control() as server:
+def control(tmp_path_factory: pytest.TempPathFactory) -> Iterator[backends.ControlProcess]:
+    with backends.start_control_server(tmp_path_factory.mktemp("control")) as server:
         yield server
 
 
-def _remote_proxies(control: backends.Server) -> list[dict[str, object]]:
-    with urllib.request.urlopen(f"{control.extra['url']}/v1/proxies", timeout=10) as response:
+def _remote_proxies(control: backends.ControlProcess) -> list[dict[str, object]]:
+    with urllib.request.urlopen(f"{control.url}/v1/proxies", timeout=10) as response:
         return list(json.load(response)["proxies"])
 
 
 def test_markers_rules_and_live_changes_reach_the_remote_proxy(
-    pytester: pytest.Pytester, control: backends.Server, echo_server: EchoServer
+    pytester: pytest.Pytester, control: backends.ControlProcess, echo_server: EchoServer
 ) -> None:
     host, port = echo_server.address
     pytester.makepyfile(f"""
@@ -73,18 +74,18 @@ def test_markers_rules_and_live_changes_reach_the_remote_proxy(
             assert vaurien_proxy.options == {{"delay": {{"sleep": 0.01}}}}
             assert vaurien_proxy.remote.data["seed"] == vaurien_proxy.seed
     """)
-    result = pytester.runpytest("--vaurien-control", control.extra["url"], "--vaurien-seed", "7")
+    result = pytester.runpytest("--vaurien-control", control.url, "--vaurien-seed", "7")
     result.assert_outcomes(passed=2)
     assert _remote_proxies(control) == []  # each deleted after its test
 
 
 def test_a_failing_test_reports_the_remote_connections(
-    pytester: pytest.Pytester, control: backends.Server, echo_server: EchoServer
+    pytester: pytest.Pytester, control: backends.ControlProcess, echo_server: EchoServer
 ) -> None:
     host, port = echo_server.address
     pytester.makeini(f"""
         [pytest]
-        vaurien_control = {control.extra["url"]}
+        vaurien_control = {control.url}
         vaurien_distant = {host}:{port}
     """)
     pytester.makepyfile("""
@@ -110,7 +111,7 @@ def test_a_failing_test_reports_the_remote_connections(
 
 
 def test_a_dead_backend_fails_the_test_as_in_process(
-    pytester: pytest.Pytester, control: backends.Server
+    pytester: pytest.Pytester, control: backends.ControlProcess
 ) -> None:
     host, port = refused_address()
     pytester.makepyfile("""
@@ -126,14 +127,14 @@ def test_a_dead_backend_fails_the_test_as_in_process(
                 pass
     """)
     result = pytester.runpytest(
-        "--vaurien-control", control.extra["url"], "--vaurien-distant", f"{host}:{port}"
+        "--vaurien-control", control.url, "--vaurien-distant", f"{host}:{port}"
     )
     result.assert_outcomes(passed=1, errors=1)
     result.stdout.fnmatch_lines([f"*backend {host}:{port} refused every connection (1)*"])
 
 
 def test_several_backends_and_target(
-    pytester: pytest.Pytester, control: backends.Server, echo_server: EchoServer
+    pytester: pytest.Pytester, control: backends.ControlProcess, echo_server: EchoServer
 ) -> None:
     with EchoServer() as other:
         pytester.makeconftest(f"""
@@ -164,13 +165,13 @@ def test_several_backends_and_target(
                 assert extra.behavior == "100:abort"
                 assert echo(extra.address) == b""
         """)
-        result = pytester.runpytest("--vaurien-control", control.extra["url"])
+        result = pytester.runpytest("--vaurien-control", control.url)
     result.assert_outcomes(passed=1)
     assert _remote_proxies(control) == []
 
 
 def test_what_the_server_refuses_fails_the_test_naming_the_field(
-    pytester: pytest.Pytester, control: backends.Server, echo_server: EchoServer
+    pytester: pytest.Pytester, control: backends.ControlProcess, echo_server: EchoServer
 ) -> None:
     pytester.makepyfile(f"""
         import pytest
@@ -180,7 +181,7 @@ def test_what_the_server_refuses_fails_the_test_naming_the_field(
         def test_unknown_there(vaurien_proxy):
             pass
     """)
-    result = pytester.runpytest("--vaurien-control", control.extra["url"])
+    result = pytester.runpytest("--vaurien-control", control.url)
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines(["*HTTP 400*behavior*"])
 
@@ -205,11 +206,16 @@ def test_a_bad_url_is_a_usage_error(pytester: pytest.Pytester) -> None:
 
 
 def test_the_token_comes_from_the_environment(
-    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, echo_server: EchoServer
+    pytester: pytest.Pytester,
+    monkeypatch: pytest.MonkeyPatch,
+    echo_server: EchoServer,
+    tmp_path: Path,
 ) -> None:
-    with backends.vaurien_control(env={"VAURIEN_CONTROL_TOKEN": "s3cret"}) as guarded:
+    with backends.start_control_server(
+        tmp_path, env={"VAURIEN_CONTROL_TOKEN": "s3cret"}
+    ) as guarded:
         pytester.makepyfile("def test_it(vaurien_proxy): pass")
-        args = ("--vaurien-control", guarded.extra["url"], "--vaurien-distant", echo_server.distant)
+        args = ("--vaurien-control", guarded.url, "--vaurien-distant", echo_server.distant)
         refused = pytester.runpytest(*args)
         refused.assert_outcomes(errors=1)
         refused.stdout.fnmatch_lines(["*HTTP 401*"])
@@ -219,7 +225,7 @@ def test_the_token_comes_from_the_environment(
 
 def test_session_proxies_live_on_the_control_api_too(
     pytester: pytest.Pytester,
-    control: backends.Server,
+    control: backends.ControlProcess,
     redis_server: backends.Server,
     postgres_server: backends.Server,
 ) -> None:
@@ -228,7 +234,7 @@ def test_session_proxies_live_on_the_control_api_too(
     records; the proxies are deleted at the end of the session."""
     pytester.makeini(f"""
         [pytest]
-        vaurien_control = {control.extra["url"]}
+        vaurien_control = {control.url}
         vaurien_distants =
             cache = {redis_server.distant}
             db = {postgres_server.distant}

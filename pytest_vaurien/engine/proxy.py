@@ -680,15 +680,16 @@ class Proxy:
         # unwound by then is closed from outside
         gevent.joinall(greenlets, timeout=KILL_GRACE)
         ending = Ending.PROXY_DOWN if exception is ProxyDown else Ending.PROXY_STOPPED
-        abandoned = False
         for slot, greenlet in zip(slots, greenlets, strict=True):
             if not greenlet.dead:
                 slot.abandon(ending)
                 self._slots.pop(greenlet, None)
-                abandoned = True
-        if abandoned:
+        if slots:
             # gevent defers closing a descriptor that a watcher still waits on
-            # to a loop callback: let it run before saying we are down
+            # (a killed pump's, an abandoned slot's) to a loop callback: let
+            # those run before saying we are down - the caller's next socket
+            # may get the same descriptor number, and a late close would
+            # close that one
             gevent.sleep(0)
 
     def _close_listener(self) -> None:

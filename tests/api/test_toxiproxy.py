@@ -12,13 +12,9 @@ import gc
 import http.client
 import json
 import math
-import signal
 import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -36,7 +32,8 @@ from pytest_vaurien.toxiproxy import (
     toxics_from_behavior,
     update_toxic,
 )
-from tests.client import read_until_eof, roundtrip, wait_until
+from tests.backends import start_control_server
+from tests.client import read_until_eof, roundtrip
 from tests.servers import EchoServer
 
 TYPES = ["latency", "bandwidth", "slow_close", "timeout", "reset_peer", "slicer", "limit_data"]
@@ -311,39 +308,9 @@ class Api:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
     """``vaurien --control 127.0.0.1:0 --control-port-file F``, for this module."""
-    directory = tmp_path_factory.mktemp("toxiproxy")
-    port_file = directory / "port"
-    with (directory / "out").open("wb") as out:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "pytest_vaurien",
-                "--control",
-                "127.0.0.1:0",
-                "--control-port-file",
-                str(port_file),
-            ],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-
-    def port() -> int | None:
-        if process.poll() is not None:
-            raise AssertionError(f"vaurien exited: {(directory / 'out').read_text()}")
-        text = port_file.read_text() if port_file.exists() else ""
-        return int(text) if text.strip() else None
-
-    try:
-        yield Api(wait_until(port, timeout=START_TIMEOUT, interval=0.02, message="port file"))
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=15)
-    assert process.returncode == 0, Path(directory / "out").read_text()
+    with start_control_server(tmp_path_factory.mktemp("toxiproxy")) as process:
+        yield Api(process.port)
+    assert process.process.returncode == 0, process.output()
 
 
 @pytest.fixture
