@@ -61,6 +61,7 @@ def readable(sel: selectors.BaseSelector, conn: Conn) -> None:
         data = conn.sock.recv(CHUNK)
     except BlockingIOError:
         return
+    eof = not data  # the header may come alone: what is left of it is not an EOF
     if not conn.mode or (conn.mode in (b"S", b"D") and len(conn.header) < 8):
         if not data:
             close(sel, conn)
@@ -85,11 +86,13 @@ def readable(sel: selectors.BaseSelector, conn: Conn) -> None:
             return
         send(sel, conn, data)
     elif conn.mode == b"S":
-        conn.todo -= len(data)
-        if conn.todo <= 0:
-            send(sel, conn, b"ok")
-        elif not data:
+        if eof:
             close(sel, conn)
+            return
+        conn.todo -= len(data)
+        if conn.todo <= 0 and not conn.out and not conn.seen:
+            conn.seen = 1  # "ok" once, when the last byte came
+            send(sel, conn, b"ok")
     elif conn.mode == b"H":
         conn.seen += len(data)
         if not data:
