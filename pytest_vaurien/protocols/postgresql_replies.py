@@ -19,6 +19,9 @@ HOLD_REPLY = 64 * 1024  # reply bytes held at most while its summary is unknown
 _SERVER_TYPES = frozenset(b"RKSZTDCENAI123tnsVGHWdcvc")
 _COPY = frozenset(b"GHW")
 _ASYNC = frozenset(b"NAS")
+#: What a reply to a simple query is made of; ReadyForQuery ends it.
+_SIMPLE = frozenset(b"TDCEINASZ")
+_C, _E, _I, _Z = b"CEIZ"
 
 # A plan: one letter per request message, for the reply the server owes it.
 # Q: until ReadyForQuery; A: authentication (until the server waits or is
@@ -100,6 +103,11 @@ class PgResponseFramer(Framer):
                 self._switch("PostgreSQL: closed mid-message", bytes(self._buf), events)
             return events
         buf = self._buf
+        if not buf:  # replies to simple queries, whole: framed at once
+            done = self._simple_replies(data, events)
+            if done == len(data):
+                return events
+            data = data[done:]
         buf += data
         pos, n = 0, len(buf)
         while pos < n and not self._opaque:
@@ -135,6 +143,64 @@ class PgResponseFramer(Framer):
             del buf[:pos]
             self._flush_parts(events)
         return events
+
+    def _simple_replies(self, data: bytes, events: list[Event]) -> int:
+        """Frame the whole replies to simple queries at the start of ``data``
+        in one pass, as :meth:`_message` would one message at a time (the
+        same events: the head up to what decides the summary, the rest as a
+        part, the end); returns where the first one not framed here starts.
+
+        Only a reply of the messages a simple query gets (rows, a command
+        tag, an error, notices), with its ReadyForQuery, and at most
+        ``HOLD_REPLY`` bytes before its summary; anything else is left to
+        the message-by-message path.
+        """
+        pos, n = 0, len(data)
+        queue = self._queue
+        while (
+            self._plan is None
+            and queue
+            and queue[0] == "Q"
+            and not self._skipping
+            and not self._parts
+            and not self._opaque
+        ):
+            at = pos
+            summary: str | None = None
+            head_end = 0
+            while True:
+                if n - at < 5:
+                    return pos
+                kind = data[at]
+                length = int.from_bytes(data[at + 1 : at + 5], "big")
+                if kind not in _SIMPLE or length < 4 or n - at <= length:
+                    return pos
+                end = at + 1 + length
+                if kind == _Z:
+                    break
+                if summary is None:
+                    if kind == _C:
+                        summary, head_end = f"C {cstring(data[at:end], 5)[0]}", end
+                    elif kind == _E:
+                        summary, head_end = f"E {_sqlstate(data[at:end])}", end
+                    elif kind == _I:
+                        summary, head_end = "I", end
+                    elif end - pos > HOLD_REPLY:
+                        return pos  # a long reply: held and decided early, message by message
+                at = end
+            self.session.status = data[at + 5 : at + 6]
+            queue.popleft()
+            if summary is None:
+                events += (Head(data[pos:end], MessageInfo("Z")), End())
+            else:
+                events += (
+                    Head(data[pos:head_end], MessageInfo(summary)),
+                    Part(data[head_end:end]),
+                    End(),
+                )
+            pos = end
+            self._idle(events)
+        return pos
 
     def _idle(self, events: list[Event]) -> None:
         """Between replies, the requests owed nothing get their empty reply."""

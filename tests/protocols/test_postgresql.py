@@ -523,3 +523,37 @@ def test_the_protocol_is_registered_and_framers_share_a_session() -> None:
     assert requests.session is replies.session
     other, _ = framers()
     assert other.session is not requests.session
+
+
+def _reply_chunks(up: bytes, down: bytes) -> list[bytes]:
+    """The server's stream cut where each reply ends, as a server sends them."""
+    chunks, at, size = [], 0, 0
+    for event in exchange([up], [down])[1]:
+        size += len(event.data)
+        if isinstance(event, End):
+            chunks.append(down[at : at + size])
+            at, size = at + size, 0
+    return [*chunks, down[at:]] if at < len(down) else chunks
+
+
+def test_whole_simple_replies_frame_as_message_by_message(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The one-pass path for whole replies to simple queries gives exactly the
+    events (heads, summaries, parts, ends) of the message-by-message one."""
+    taken = []
+    one_pass = PgResponseFramer._simple_replies
+
+    def counted(self: PgResponseFramer, data: bytes, events: list[Event]) -> int:
+        done = one_pass(self, data, events)
+        taken.append(done)
+        return done
+
+    def shape(events: list[Event]) -> list[tuple[Any, ...]]:
+        return [(type(e), getattr(e, "info", None), e.data) for e in events]
+
+    monkeypatch.setattr(PgResponseFramer, "_simple_replies", counted)
+    fast = {what: exchange([up], _reply_chunks(up, down))[1] for up, down, what in CONNECTIONS}
+    assert sum(1 for done in taken if done) >= 5  # the simple queries took it
+    monkeypatch.setattr(PgResponseFramer, "_simple_replies", lambda self, data, events: 0)
+    for up, down, what in CONNECTIONS:
+        slow = exchange([up], _reply_chunks(up, down))[1]
+        assert shape(fast[what]) == shape(slow), what
