@@ -89,6 +89,10 @@ class Host(ProxyInfo, Protocol):
         """The next unit's ordinal, in arrival order at the proxy."""
         ...
 
+    def next_ordinals(self, count: int) -> int:
+        """Take ``count`` ordinals at once; returns the first."""
+        ...
+
     def keep_exchange(self, record: ExchangeRecord) -> None:
         """Keep an exchange's record with the proxy's."""
         ...

@@ -80,6 +80,10 @@ class ExchangeHost(Protocol):
         """The next unit's ordinal, in arrival order at the proxy."""
         ...
 
+    def next_ordinals(self, count: int) -> int:
+        """Take ``count`` ordinals at once; returns the first."""
+        ...
+
     def keep_exchange(self, record: ExchangeRecord) -> None:
         """Keep ``record`` with the proxy's exchanges."""
         ...
@@ -355,9 +359,7 @@ class ExchangeRelay:
     def _relay_plain(self, count: int, data: bytes, info: MessageInfo | None) -> None:
         """``count`` requests relayed untouched, with no record: counted,
         queued for their replies as one run, forwarded."""
-        next_ordinal = self.host.next_ordinal
-        for _ in range(count):
-            next_ordinal()
+        self.host.next_ordinals(count)
         pending = self.pending
         if pending and isinstance(pending[-1], _PlainRun):
             pending[-1].count += count

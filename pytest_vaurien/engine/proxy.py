@@ -347,6 +347,13 @@ class Proxy:
         self._ordinals += 1
         return self._ordinals
 
+    def next_ordinals(self, count: int) -> int:
+        """Take ``count`` ordinals at once (units relayed untouched in a row);
+        returns the first."""
+        first = self._ordinals + 1
+        self._ordinals += count
+        return first
+
     @property
     def wants_exchanges(self) -> bool:
         """Whether anyone reads the exchange records: the proxy keeps them (the
