@@ -63,7 +63,23 @@ _NAMES = {"P": "Parse", "B": "Bind", "S": "Describe", "O": "Describe", "C": "Clo
 
 
 def shorten(sql: str) -> str:
-    """The SQL on one line, cut at a word near 40 characters (``"UPDATE accounts ..."``)."""
+    """The SQL on one line, cut at a word near 40 characters (``"UPDATE accounts ..."``);
+    remembered, as a client sends the same statements again and again."""
+    short = _SHORT.get(sql)
+    if short is None:
+        short = _shorten(sql)
+        if len(sql) <= 4096:
+            if len(_SHORT) >= 512:
+                _SHORT.clear()
+            _SHORT[sql] = short
+    return short
+
+
+#: SQL already shortened (a bounded cache).
+_SHORT: dict[str, str] = {}
+
+
+def _shorten(sql: str) -> str:
     text = " ".join(sql.split())
     if len(text) <= SUMMARY_WIDTH:
         return text
@@ -100,8 +116,15 @@ class PgRequestFramer(Framer):
             if self._buf:
                 self._switch("PostgreSQL: closed mid-message", self._take(), events)
             return events
-        buf = self._buf
-        buf += data
+        # held bytes, then the new ones; most often nothing is held, and the
+        # messages are cut from ``data`` itself, with no copy
+        buf: bytes | bytearray = self._buf
+        if buf:
+            self._buf += data
+        elif not self._startup:
+            buf = data
+        else:
+            buf = self._buf = bytearray(data)
         pos, n = 0, len(buf)
         while not self._opaque:
             if self._startup:
@@ -122,6 +145,8 @@ class PgRequestFramer(Framer):
             kind = buf[pos]
             length = int.from_bytes(buf[pos + 1 : pos + 5], "big")
             if kind not in _CLIENT_TYPES or not 4 <= length <= MAX_MESSAGE:
+                if buf is not self._buf:
+                    self._buf = bytearray(buf)
                 self._fail(f"PostgreSQL: unknown message {chr(kind)!r}", pos, events)
                 break
             if n - pos <= length:
@@ -129,7 +154,10 @@ class PgRequestFramer(Framer):
             self._message(chr(kind), bytes(buf[pos : pos + 1 + length]), events)
             pos += 1 + length
         if not self._opaque:
-            del buf[:pos]
+            if buf is self._buf:
+                del self._buf[:pos]
+            elif pos < n:
+                self._buf = bytearray(buf[pos:])
         return events
 
     def _take(self) -> bytes:
