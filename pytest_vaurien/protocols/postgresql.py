@@ -32,7 +32,6 @@ from typing import Any
 
 from pytest_vaurien.protocols import postgresql_match
 from pytest_vaurien.protocols.base import (
-    End,
     Event,
     Head,
     Matcher,
@@ -41,6 +40,7 @@ from pytest_vaurien.protocols.base import (
     WireProtocol,
 )
 from pytest_vaurien.protocols.postgresql_replies import (
+    END,
     MAX_MESSAGE,
     Framer,
     PgResponseFramer,
@@ -176,7 +176,7 @@ class PgRequestFramer(Framer):
             _skip(fields)
         self._recent.append(fields)
         events.append(Head(data, MessageInfo(summary, fields)))
-        events.append(End())
+        events.append(END)
 
     def _startup_message(self, code: int, message: bytes, pos: int, events: list[Event]) -> None:
         if code in (SSL_REQUEST, GSSENC_REQUEST) and len(message) == 8:

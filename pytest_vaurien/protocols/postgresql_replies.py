@@ -12,13 +12,15 @@ from collections import deque
 
 from pytest_vaurien.protocols.base import End, Event, Head, MessageInfo, Opaque, Part, Switched
 
-__all__ = ["HOLD_REPLY", "MAX_MESSAGE", "Framer", "PgResponseFramer", "Session", "cstring"]
+__all__ = ["END", "HOLD_REPLY", "MAX_MESSAGE", "Framer", "PgResponseFramer", "Session", "cstring"]
 
 MAX_MESSAGE = 0x3FFFFFFF  # the server's PQ_LARGE_MESSAGE_LIMIT
 HOLD_REPLY = 64 * 1024  # reply bytes held at most while its summary is unknown
 _SERVER_TYPES = frozenset(b"RKSZTDCENAI123tnsVGHWdcvc")
 _COPY = frozenset(b"GHW")
 _ASYNC = frozenset(b"NAS")
+#: Ends carry no bytes here: one object for all (events are frozen).
+END = End()
 #: What a reply to a simple query is made of; ReadyForQuery ends it.
 _SIMPLE = frozenset(b"TDCEINASZ")
 _C, _E, _I, _Z = b"CEIZ"
@@ -116,7 +118,7 @@ class PgResponseFramer(Framer):
                 if answer in b"NSG":
                     self._queue.popleft()
                     pos += 1
-                    events += [Head(bytes([answer]), MessageInfo(chr(answer))), End()]
+                    events += [Head(bytes([answer]), MessageInfo(chr(answer))), END]
                     if answer != ord("N"):
                         reason = "PostgreSQL TLS" if answer == ord("S") else "PostgreSQL GSS"
                         self._switch(reason, b"", events)
@@ -191,12 +193,12 @@ class PgResponseFramer(Framer):
             self.session.status = data[at + 5 : at + 6]
             queue.popleft()
             if summary is None:
-                events += (Head(data[pos:end], MessageInfo("Z")), End())
+                events += (Head(data[pos:end], MessageInfo("Z")), END)
             else:
                 events += (
                     Head(data[pos:head_end], MessageInfo(summary)),
                     Part(data[head_end:end]),
-                    End(),
+                    END,
                 )
             pos = end
             self._idle(events)
@@ -211,14 +213,14 @@ class PgResponseFramer(Framer):
             and (queue[0] == "" or (self._skipping and queue[0] != "Y"))
         ):
             queue.popleft()
-            events += [Head(b"", MessageInfo("skipped" if self._skipping else "")), End()]
+            events += [Head(b"", MessageInfo("skipped" if self._skipping else "")), END]
 
     def _message(self, kind: int, message: bytes, events: list[Event]) -> None:
         if kind == ord("Z"):
             self.session.status = message[5:6]
         if self._plan is None:
             if not self._queue:  # owed to no request: relayed as it comes
-                events += [Head(message, MessageInfo(chr(kind)), interim=True), End()]
+                events += [Head(message, MessageInfo(chr(kind)), interim=True), END]
                 return
             self._plan, self._step = self._queue.popleft(), 0
             self._held, self._size, self._summary, self._sent = [], 0, "", False
@@ -281,7 +283,7 @@ class PgResponseFramer(Framer):
         if not self._sent:
             self._decide(chr(self._held[0][0]) if self._held else "", events)
         self._flush_parts(events)
-        events.append(End())
+        events.append(END)
         self._plan = None
 
 
