@@ -36,6 +36,7 @@ from pytest_vaurien.address import Address, format_address, parse_address
 from pytest_vaurien.errors import ConfigError, VaurienError
 from pytest_vaurien.records import ConnectionRecord, Ending, ExchangeRecord, Stats
 from pytest_vaurien.rules import Rule
+from pytest_vaurien.settings import parse_marker_options
 
 __all__ = [
     "DEFAULT_URL",
@@ -157,15 +158,10 @@ def exchange_from_json(data: Mapping[str, Any]) -> ExchangeRecord:
 
 
 def _options_json(options: Mapping[str, Any], where: str) -> dict[str, dict[str, Any]]:
-    """``{"delay__sleep": 2}`` -> ``{"delay": {"sleep": 2}}``."""
+    """``{"delay__sleep": 2}`` -> ``{"delay": {"sleep": 2}}``, checked as the
+    in-process ``set_behavior`` checks them."""
     nested: dict[str, dict[str, Any]] = {}
-    for key, value in options.items():
-        handler, sep, option = key.partition("__")
-        if not sep or not handler or not option:
-            raise ConfigError(
-                f"{where}: unexpected keyword argument {key!r}; expected NAME__OPTION=VALUE "
-                "such as delay__sleep=2"
-            )
+    for (handler, option), value in parse_marker_options(options, where).items():
         nested.setdefault(handler, {})[option] = value
     return nested
 

@@ -371,6 +371,15 @@ class ExchangeRelay:
             self.replies.expect(info)
         self.to_backend.add(data)
 
+    def _batch_answered(self, batch: Batch) -> None:
+        """``batch``'s replies answer as many requests of the plain run first in line."""
+        run = self.pending[0]
+        assert isinstance(run, _PlainRun)
+        assert run.count >= batch.count
+        run.count -= batch.count
+        if not run.count:
+            self.pending.popleft()
+
     def _plain_reply_done(self, run: _PlainRun) -> None:
         """A reply to a request of ``run`` went out whole."""
         run.count -= 1
@@ -415,12 +424,7 @@ class ExchangeRelay:
 
     def _fast_reply(self, event: Event) -> bool | object | None:
         if isinstance(event, Batch):  # replies to plain requests (the framer's limit)
-            run = self.pending[0]
-            assert isinstance(run, _PlainRun)
-            assert run.count >= event.count
-            run.count -= event.count
-            if not run.count:
-                self.pending.popleft()
+            self._batch_answered(event)
             self.to_client.add(event.data)
             if self.pending and not self.pending[0].forwarded:
                 return _AFTER  # the proxy's own answer is next: the pump sends it
@@ -765,12 +769,7 @@ class ExchangeRelay:
         out = self.to_client
         if isinstance(event, Batch):  # replies to plain requests (the framer's limit)
             self._flush_answers()
-            run = self.pending[0]
-            assert isinstance(run, _PlainRun)
-            assert run.count >= event.count
-            run.count -= event.count
-            if not run.count:
-                self.pending.popleft()
+            self._batch_answered(event)
             out.add(event.data)
             self._flush_answers()
             return True
