@@ -137,14 +137,14 @@ def test_running_out_of_descriptors_warns_once_per_burst(tmp_path):
 
             backend = socket.socket(); backend.bind(("127.0.0.1", 0)); backend.listen(512)
             proxy = Proxy("%s:%d" % backend.getsockname(), "hang", options=dict(hang=dict(close_on_eof=True))).start()
+            # the clients' descriptors first, so that only the proxy runs out:
+            # room for 3 connections (2 descriptors each), 14 clients
+            clients = [socket.socket() for _ in range(14)]
             used = len(os.listdir("/proc/self/fd"))
-            resource.setrlimit(resource.RLIMIT_NOFILE, (used + 30, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
-            clients = []
-            for _ in range(14):  # 30 descriptors: 14 clients, then 2 a connection for the proxy
-                try:
-                    clients.append(socket.create_connection(proxy.address, timeout=5))
-                except OSError:
-                    break
+            resource.setrlimit(resource.RLIMIT_NOFILE, (used + 6, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+            for client in clients:  # the listen backlog takes them, accepted or not
+                client.settimeout(5)
+                client.connect(proxy.address)
             deadline = time.monotonic() + 5
             # either every client is accepted in the end (a failed connect resets
             # its client, freeing descriptors) or accepting fails on and on
