@@ -251,7 +251,7 @@ class Control:
         }
 
     def names(self) -> list[str]:
-        return sorted(self._proxies)
+        return sorted(self._proxies.copy())  # a copy is atomic; iterating is not
 
     def get(self, name: str) -> Proxy:
         """The proxy called ``name``.
@@ -260,12 +260,13 @@ class Control:
         """
         proxy = self._proxies.get(name)
         if proxy is None:
-            known = ", ".join(sorted(self._proxies)) or "none"
+            known = ", ".join(sorted(self._proxies.copy())) or "none"
             raise ControlError(404, f"no proxy named {echo(name)}; known: {known}", "name", name)
         return proxy
 
     def proxies(self) -> list[Proxy]:
-        return [self._proxies[name] for name in sorted(self._proxies)]
+        proxies = self._proxies.copy()  # reads take no lock: a copy is atomic
+        return [proxies[name] for name in sorted(proxies)]
 
     def add(self, proxy: Proxy) -> Proxy:
         """Start ``proxy`` (made elsewhere, e.g. from a config file) and hold it by name.
