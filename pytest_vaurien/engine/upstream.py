@@ -78,9 +78,19 @@ def _connect_to(family: int, sockaddr: Any, timeout: float) -> gevent.socket.soc
     try:
         raw = getattr(sock, "_sock", None)
         result = raw.connect_ex(sockaddr) if raw is not None else errno.EINPROGRESS
-        if result in (errno.EINPROGRESS, errno.EALREADY, errno.EWOULDBLOCK):
-            # not connected at once (a remote or busy backend): gevent waits,
-            # bounded by the connect timeout
+        watcher = getattr(sock, "_write_event", None)  # where gevent keeps it
+        if result in (errno.EINPROGRESS, errno.EALREADY, errno.EWOULDBLOCK) and watcher:
+            # the handshake is under way (most often, even on loopback): wait
+            # until the socket is writable, bounded, then read how it went -
+            # what gevent's connect does, without its timeouts set and reset
+            # and its second connect call
+            with gevent.Timeout(timeout, TimeoutError("timed out")):
+                gevent.get_hub().wait(watcher)
+            assert raw is not None
+            result = raw.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            if result:
+                raise OSError(result, os.strerror(result))
+        elif result in (errno.EINPROGRESS, errno.EALREADY, errno.EWOULDBLOCK):
             sock.settimeout(timeout)
             sock.connect(sockaddr)
             sock.settimeout(None)
