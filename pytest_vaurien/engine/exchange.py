@@ -260,6 +260,8 @@ class ExchangeRelay:
         self._never = gevent.event.Event()
         self.to_backend = _Outbox(pumps.backend)
         self.to_client = _Outbox(pumps.client)
+        #: What handlers drawing at random see, per direction (made once).
+        self._random_keys = {True: (pumps, "up"), False: (pumps, "down")}
         #: The request coming in was replaced: its own body is not forwarded.
         self._drop_body = False
         #: Pump greenlets (the connection kills them when it ends).
@@ -305,7 +307,7 @@ class ExchangeRelay:
             eof = not data
             if eof:
                 (self.pumps.client if to_backend else self.pumps.backend).eof = True
-            CONNECTION_RANDOM.set((self.pumps, "up" if to_backend else "down"))
+            CONNECTION_RANDOM.set(self._random_keys[to_backend])
             self._prepare(to_backend)
             events = (self.requests if to_backend else self.replies).feed(data)
             fast = self._fast_request if to_backend else self._fast_reply
@@ -395,9 +397,6 @@ class ExchangeRelay:
 
     def _fast_request(self, event: Event) -> bool | _Begun | None:
         """Relay ``event`` here if it needs no waiting: True; else what the pump gets."""
-        if isinstance(event, Batch):  # decided with the chunk: relayed
-            self._relay_plain(event.count, event.data, None)
-            return True
         if isinstance(event, Head):
             fields = event.info.fields
             if self._quick and fields.keys().isdisjoint(_NOT_PLAIN):
@@ -417,18 +416,15 @@ class ExchangeRelay:
             if current is not None and current.forwarded:
                 self.to_backend.add(event.data)
             return True
+        if isinstance(event, Batch):  # decided with the chunk: relayed
+            self._relay_plain(event.count, event.data, None)
+            return True
         if isinstance(event, Switched):
             self._plain(f"client side: {event.reason}")
         self.to_backend.add(event.data)
         return True
 
     def _fast_reply(self, event: Event) -> bool | object | None:
-        if isinstance(event, Batch):  # replies to plain requests (the framer's limit)
-            self._batch_answered(event)
-            self.to_client.add(event.data)
-            if self.pending and not self.pending[0].forwarded:
-                return _AFTER  # the proxy's own answer is next: the pump sends it
-            return True
         if isinstance(event, Head):
             if self.outgoing is None and self.pending:
                 head = self.pending[0]
@@ -464,6 +460,12 @@ class ExchangeRelay:
                 self.outgoing = None
             else:
                 return True  # the end of an interim reply: the final one follows
+            if self.pending and not self.pending[0].forwarded:
+                return _AFTER  # the proxy's own answer is next: the pump sends it
+            return True
+        if isinstance(event, Batch):  # replies to plain requests (the framer's limit)
+            self._batch_answered(event)
+            self.to_client.add(event.data)
             if self.pending and not self.pending[0].forwarded:
                 return _AFTER  # the proxy's own answer is next: the pump sends it
             return True
@@ -507,7 +509,7 @@ class ExchangeRelay:
         eof: bool = False,
     ) -> None:
         outbox = self.to_backend if to_backend else self.to_client
-        CONNECTION_RANDOM.set((self.pumps, "up" if to_backend else "down"))
+        CONNECTION_RANDOM.set(self._random_keys[to_backend])
         size = self.host.read_size
         outcome = "error"
         hub = gevent.get_hub()
