@@ -241,8 +241,7 @@ class ExchangeRelay:
         self.host = host
         self.pumps = pumps
         self.wire = wire
-        self.requests = wire.request_framer()
-        self.replies = wire.response_framer()
+        self.requests, self.replies = wire.framers()
         #: Exchanges awaiting their reply, in request order.
         self.pending: deque[Exchange | _PlainRun] = deque()
         #: The exchange whose request is coming in, and whose reply is going out.

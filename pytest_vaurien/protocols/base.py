@@ -167,6 +167,11 @@ class WireProtocol(Protocol):
     @property
     def name(self) -> str: ...
 
+    def framers(self) -> tuple[RequestFramer, ResponseFramer]:
+        """The two framers of one connection (sharing what they must, such as
+        PostgreSQL's transaction state or SMTP's DATA)."""
+        ...
+
     def request_framer(self) -> RequestFramer: ...
 
     def response_framer(self) -> ResponseFramer: ...
@@ -205,3 +210,7 @@ class Framed:
     parse_match: Callable[[object, str], Matcher]
     error_reply: Callable[[Mapping[str, Any], MessageInfo], tuple[bytes, str]]
     check_error_options: Callable[[Mapping[str, Any], str], None]
+
+    def framers(self) -> tuple[RequestFramer, ResponseFramer]:
+        """A connection's framers: here they share nothing."""
+        return self.request_framer(), self.response_framer()

@@ -20,14 +20,11 @@ command, LOCAL INFILE or a packet out of step switches to plain relay.
 Both framers of a connection share a :class:`Session`: the request framer
 writes the client's capabilities, the response framer the server status
 (``in_transaction``) and prepared statement ids; either writes a switch.
-:meth:`MysqlProtocol.request_framer` makes the session and
-:meth:`MysqlProtocol.response_framer`, which the engine calls right after
-it for the same connection, picks it up (per thread).
+:meth:`MysqlProtocol.framers` makes the pair.
 """
 
 from __future__ import annotations
 
-import threading
 from collections import deque
 from collections.abc import Mapping
 from typing import Any
@@ -474,23 +471,23 @@ class MysqlResponseFramer(_Framer):
             self._end(events)
 
 
-_LOCAL = threading.local()
-
-
 class MysqlProtocol:
     """MySQL and MariaDB for the proxy: framers, ``match`` forms and ``error`` replies."""
 
     name = "mysql"
 
+    def framers(self) -> tuple[MysqlRequestFramer, MysqlResponseFramer]:
+        """A connection's two framers, sharing one session."""
+        session = Session()
+        return MysqlRequestFramer(session), MysqlResponseFramer(session)
+
     def request_framer(self) -> MysqlRequestFramer:
-        _LOCAL.session = session = Session()
-        return MysqlRequestFramer(session)
+        """A request framer alone, with a session of its own."""
+        return MysqlRequestFramer(Session())
 
     def response_framer(self) -> MysqlResponseFramer:
-        """The response framer sharing the session of the request framer just made."""
-        session = getattr(_LOCAL, "session", None) or Session()
-        _LOCAL.session = None
-        return MysqlResponseFramer(session)
+        """A response framer alone, with a session of its own."""
+        return MysqlResponseFramer(Session())
 
     def parse_match(self, match: object, where: str) -> Matcher:
         return mysql_match.parse_match(match, where)

@@ -19,14 +19,11 @@ NotificationResponse, a ParameterStatus) are interim replies.
 Both framers of a connection share a :class:`Session`: the response framer
 writes the transaction state from each ReadyForQuery, and a switch (COPY,
 TLS) seen on one side; the request framer reads them.
-:meth:`PostgresqlProtocol.request_framer` makes the session and
-:meth:`PostgresqlProtocol.response_framer`, which the engine calls right
-after it for the same connection, picks it up (per thread).
+:meth:`PostgresqlProtocol.framers` makes the pair.
 """
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Mapping
 from typing import Any
 
@@ -287,23 +284,23 @@ def _skip(fields: dict[str, Any]) -> None:
     fields.update(handshake=True, skipped=True, substitute=(b"", b""), _plan="")
 
 
-_LOCAL = threading.local()
-
-
 class PostgresqlProtocol:
     """PostgreSQL for the proxy: framers, ``match`` forms and ``error`` replies."""
 
     name = "postgresql"
 
+    def framers(self) -> tuple[PgRequestFramer, PgResponseFramer]:
+        """A connection's two framers, sharing one session."""
+        session = Session()
+        return PgRequestFramer(session), PgResponseFramer(session)
+
     def request_framer(self) -> PgRequestFramer:
-        _LOCAL.session = session = Session()
-        return PgRequestFramer(session)
+        """A request framer alone, with a session of its own."""
+        return PgRequestFramer(Session())
 
     def response_framer(self) -> PgResponseFramer:
-        """The response framer sharing the session of the request framer just made."""
-        session = getattr(_LOCAL, "session", None) or Session()
-        _LOCAL.session = None
-        return PgResponseFramer(session)
+        """A response framer alone, with a session of its own."""
+        return PgResponseFramer(Session())
 
     def parse_match(self, match: object, where: str) -> Matcher:
         return postgresql_match.parse_match(match, where)

@@ -9,10 +9,7 @@ line, counted. After ``220`` to ``STARTTLS`` both sides drop to plain relay.
 
 Whether the bytes after ``DATA`` are a body, or after ``STARTTLS`` are TLS,
 depends on the server's reply: the two framers of one connection share a
-:class:`Session`. The engine makes them one after the other
-(``request_framer()`` then ``response_framer()``), so the protocol object
-hands the session of the last request framer made in this thread to the next
-response framer. The client waits for that reply before it sends those
+:class:`Session`, made by :meth:`SmtpProtocol.framers`. The client waits for that reply before it sends those
 bytes, so the response framer has always seen it by then; bytes that come
 before it drop the connection to plain relay rather than guess.
 """
@@ -20,7 +17,6 @@ before it drop the connection to plain relay rather than guess.
 from __future__ import annotations
 
 import re
-import threading
 from collections import deque
 from collections.abc import Mapping
 from typing import Any
@@ -417,19 +413,18 @@ class SmtpProtocol:
 
     name = "smtp"
 
-    def __init__(self) -> None:
-        self._made = threading.local()
+    def framers(self) -> tuple[SmtpRequestFramer, SmtpResponseFramer]:
+        """A connection's two framers, sharing one session."""
+        requests = SmtpRequestFramer()
+        return requests, SmtpResponseFramer(requests.session)
 
     def request_framer(self) -> SmtpRequestFramer:
-        framer = SmtpRequestFramer()
-        self._made.session = framer.session
-        return framer
+        """A request framer alone, with a session of its own."""
+        return SmtpRequestFramer()
 
     def response_framer(self) -> SmtpResponseFramer:
-        """Linked to the request framer made just before in this thread."""
-        session = getattr(self._made, "session", None)
-        self._made.session = None
-        return SmtpResponseFramer(session)
+        """A response framer alone, with a session of its own."""
+        return SmtpResponseFramer(None)
 
     def parse_match(self, match: object, where: str) -> Matcher:
         return parse_match(match, where)

@@ -104,8 +104,7 @@ def query(sql: bytes) -> bytes:
 
 def connected(caps: int = CLIENT_PROTOCOL_41) -> tuple[MysqlRequestFramer, MysqlResponseFramer]:
     """Framers past the login."""
-    requests = PROTOCOL.request_framer()
-    replies = PROTOCOL.response_framer()
+    requests, replies = PROTOCOL.framers()
     assert [type(e) for e in replies.feed(GREETING)] == [Head, End]
     [head, _] = requests.feed(login(caps))
     assert isinstance(head, Head)
@@ -136,8 +135,7 @@ def ask(
 
 
 def test_the_greeting_is_a_reply_and_the_login_a_handshake() -> None:
-    requests = PROTOCOL.request_framer()
-    replies = PROTOCOL.response_framer()
+    requests, replies = PROTOCOL.framers()
     assert summaries(replies.feed(GREETING)) == ["greeting"]
     [head, end] = requests.feed(login())
     assert isinstance(head, Head)
@@ -161,8 +159,7 @@ def test_the_greeting_is_a_reply_and_the_login_a_handshake() -> None:
 
 
 def test_an_ssl_request_switches_both_sides() -> None:
-    requests = PROTOCOL.request_framer()
-    replies = PROTOCOL.response_framer()
+    requests, replies = PROTOCOL.framers()
     replies.feed(GREETING)
     ssl = pkt(1, (CLIENT_PROTOCOL_41 | CLIENT_SSL).to_bytes(4, "little") + bytes(28))
     events = requests.feed(ssl + b"\x16\x03\x01")

@@ -77,7 +77,7 @@ def complete(tag: str) -> bytes:
 
 
 def framers() -> tuple[PgRequestFramer, PgResponseFramer]:
-    return PROTOCOL.request_framer(), PROTOCOL.response_framer()
+    return PROTOCOL.framers()
 
 
 def feed(framer: PgRequestFramer | PgResponseFramer, *chunks: bytes) -> list[Event]:

@@ -62,8 +62,7 @@ def converse(
     steps: Sequence[tuple[bytes, bytes]], cuts: Sequence[int] = ()
 ) -> tuple[list[Event], list[Event]]:
     """Replay ``steps`` through a linked pair of framers, as the engine would."""
-    requests = PROTOCOL.request_framer()
-    replies = PROTOCOL.response_framer()
+    requests, replies = PROTOCOL.framers()
     up: list[Event] = []
     down: list[Event] = []
     for client, server in steps:
@@ -227,7 +226,7 @@ def test_what_is_not_a_reply_drops_to_plain_relay() -> None:
 
 
 def test_the_protocol_links_the_framers_it_makes_in_turn() -> None:
-    requests, replies = PROTOCOL.request_framer(), PROTOCOL.response_framer()
+    requests, replies = PROTOCOL.framers()
     assert requests.session is replies.session
     other = PROTOCOL.response_framer()  # made alone: a session of its own
     assert other.session is not requests.session
