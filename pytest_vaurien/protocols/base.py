@@ -41,7 +41,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
 __all__ = [
     "Batch",
@@ -214,3 +214,30 @@ class Framed:
     def framers(self) -> tuple[RequestFramer, ResponseFramer]:
         """A connection's framers: here they share nothing."""
         return self.request_framer(), self.response_framer()
+
+
+class SharedSession(Protocol):
+    """What two framers of one connection share, at the least: why the
+    connection went to plain relay, as either side saw it."""
+
+    switched: str | None
+
+
+S = TypeVar("S", bound=SharedSession)
+
+
+class SessionFramer(Generic[S]):
+    """A framer of a pair sharing a session (PostgreSQL, MySQL): its held
+    bytes, and the switch to plain relay that the other side sees too."""
+
+    def __init__(self, session: S) -> None:
+        self.session = session
+        self._buf = bytearray()
+        self._opaque = False
+
+    def _switch(self, reason: str, data: bytes, events: list[Event]) -> None:
+        if self.session.switched is None:
+            self.session.switched = reason
+        self._opaque = True
+        self._buf = bytearray()
+        events.append(Switched(reason, data))

@@ -38,7 +38,7 @@ from pytest_vaurien.protocols.base import (
     MessageInfo,
     Opaque,
     Part,
-    Switched,
+    SessionFramer,
     WireProtocol,
 )
 
@@ -140,23 +140,7 @@ class Session:
         return bool(self.capabilities & CLIENT_DEPRECATE_EOF)
 
 
-class _Framer:
-    """Held bytes, the switch to plain relay."""
-
-    def __init__(self, session: Session) -> None:
-        self.session = session
-        self._buf = bytearray()
-        self._opaque = False
-
-    def _switch(self, reason: str, data: bytes, events: list[Event]) -> None:
-        if self.session.switched is None:
-            self.session.switched = reason
-        self._opaque = True
-        self._buf = bytearray()
-        events.append(Switched(reason, data))
-
-
-class MysqlRequestFramer(_Framer):
+class MysqlRequestFramer(SessionFramer[Session]):
     """Cuts the client's stream into the login, auth packets and commands."""
 
     def __init__(self, session: Session) -> None:
@@ -282,7 +266,7 @@ class MysqlRequestFramer(_Framer):
         events += [Head(message, MessageInfo(summary, fields)), End()]
 
 
-class MysqlResponseFramer(_Framer):
+class MysqlResponseFramer(SessionFramer[Session]):
     """Cuts the server's stream into the greeting and the replies commands are owed."""
 
     def __init__(self, session: Session) -> None:

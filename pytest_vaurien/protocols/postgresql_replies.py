@@ -10,7 +10,15 @@ from __future__ import annotations
 
 from collections import deque
 
-from pytest_vaurien.protocols.base import End, Event, Head, MessageInfo, Opaque, Part, Switched
+from pytest_vaurien.protocols.base import (
+    End,
+    Event,
+    Head,
+    MessageInfo,
+    Opaque,
+    Part,
+    SessionFramer,
+)
 
 __all__ = ["END", "HOLD_REPLY", "MAX_MESSAGE", "Framer", "PgResponseFramer", "Session", "cstring"]
 
@@ -54,20 +62,8 @@ def cstring(body: bytes, start: int) -> tuple[str, int]:
     return body[start:end].decode("utf-8", "replace"), end + 1
 
 
-class Framer:
-    """Held bytes, the switch to plain relay, and the end of the stream."""
-
-    def __init__(self, session: Session) -> None:
-        self.session = session
-        self._buf = bytearray()
-        self._opaque = False
-
-    def _switch(self, reason: str, data: bytes, events: list[Event]) -> None:
-        if self.session.switched is None:
-            self.session.switched = reason
-        self._opaque = True
-        self._buf = bytearray()
-        events.append(Switched(reason, data))
+#: The base of both PostgreSQL framers: held bytes, the shared switch to plain relay.
+Framer = SessionFramer[Session]
 
 
 class PgResponseFramer(Framer):
