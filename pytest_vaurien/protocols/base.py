@@ -241,3 +241,24 @@ class SessionFramer(Generic[S]):
         self._opaque = True
         self._buf = bytearray()
         events.append(Switched(reason, data))
+
+
+def frame_held(
+    held: bytearray, data: bytes, run: Callable[[bytes | bytearray, list[Event]], int]
+) -> tuple[list[Event], bytearray]:
+    """Frame the held bytes, then ``data``, with ``run`` (which appends its
+    events and returns how many bytes they cover); returns the events and
+    the bytes to hold until the next feed. With nothing held, ``data`` is
+    framed as it is, with no copy."""
+    buf: bytes | bytearray = data
+    if held:
+        held += data
+        buf = held
+    events: list[Event] = []
+    mark = run(buf, events)
+    if mark >= len(buf):
+        return events, bytearray() if held else held
+    if buf is held:
+        del held[:mark]
+        return events, held
+    return events, bytearray(memoryview(buf)[mark:])

@@ -29,6 +29,7 @@ from pytest_vaurien.protocols.base import (
     Part,
     Switched,
     WireProtocol,
+    frame_held,
 )
 from pytest_vaurien.protocols.http_match import (
     check_error_options,
@@ -116,22 +117,7 @@ class _Framer:
             return [Opaque(bytes(data))] if data else []
         if not data:
             return self._eof()
-        pending = self._pending
-        buf: bytes | bytearray
-        if pending:
-            pending += data
-            buf = pending
-        else:
-            buf = data
-        events: list[Event] = []
-        mark = self._run(buf, events)
-        if mark >= len(buf):
-            if pending:
-                self._pending = bytearray()
-        elif buf is pending:
-            del pending[:mark]
-        else:
-            self._pending = bytearray(memoryview(buf)[mark:])
+        events, self._pending = frame_held(self._pending, data, self._run)
         return events
 
     def _eof(self) -> list[Event]:

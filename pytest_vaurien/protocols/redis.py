@@ -27,6 +27,7 @@ from pytest_vaurien.protocols.base import (
     Part,
     Switched,
     WireProtocol,
+    frame_held,
 )
 from pytest_vaurien.protocols.redis_batch import commands, count_run
 from pytest_vaurien.protocols.redis_match import (
@@ -155,21 +156,7 @@ class RedisRequestFramer:
             self._opaque = True
             rest, self._pending = bytes(pending), bytearray()
             return [Switched("client closed mid-command", rest)] if rest else []
-        buf: bytes | bytearray
-        if pending:
-            pending += data
-            buf = pending
-        else:
-            buf = data
-        events: list[Event] = []
-        mark = self._run(buf, events)
-        if mark >= len(buf):
-            if pending:
-                self._pending = bytearray()
-        elif buf is pending:
-            del pending[:mark]
-        else:
-            self._pending = bytearray(memoryview(buf)[mark:])
+        events, self._pending = frame_held(pending, data, self._run)
         return events
 
     def _fail(self, reason: str, buf: bytes | bytearray, mark: int, events: list[Event]) -> int:

@@ -21,6 +21,7 @@ from pytest_vaurien.protocols.base import (
     Opaque,
     Part,
     Switched,
+    frame_held,
 )
 from pytest_vaurien.protocols.redis_batch import count_run, replies
 
@@ -128,21 +129,7 @@ class RedisResponseFramer:
             if rest or self._sent:
                 return [Switched("backend closed mid-reply", rest)]
             return []
-        buf: bytes | bytearray
-        if pending:
-            pending += data
-            buf = pending
-        else:
-            buf = data
-        events: list[Event] = []
-        mark = self._run(buf, events)
-        if mark >= len(buf):
-            if pending:
-                self._pending = bytearray()
-        elif buf is pending:
-            del pending[:mark]
-        else:
-            self._pending = bytearray(memoryview(buf)[mark:])
+        events, self._pending = frame_held(pending, data, self._run)
         return events
 
     def _fail(self, reason: str, buf: bytes | bytearray, mark: int, events: list[Event]) -> int:
