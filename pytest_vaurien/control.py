@@ -353,6 +353,25 @@ class Control:
         with _field("behavior", behavior):
             return resolve([layer])
 
+    def _settings_of(
+        self,
+        proxy: Proxy,
+        *,
+        upstream: object = None,
+        protocol: str | None = None,
+        behavior: str | None = None,
+        options: object = None,
+    ) -> Settings:
+        """``proxy``'s settings as they stand (upstream, protocol, behavior,
+        options, rules), with the given ones instead: for a proxy made anew."""
+        return self._settings(
+            upstream=proxy.distant_address if upstream is None else upstream,
+            protocol=protocol or proxy.plan.protocol,
+            behavior=proxy.behavior if behavior is None else behavior,
+            options=_current_options(proxy) if options is None else options,
+            rules=[str(rule) for rule in proxy.rules],
+        )
+
     def _make(
         self, settings: Settings, name: str, listen: Address, seed: int | None = None
     ) -> Proxy:
@@ -472,13 +491,12 @@ class Control:
         options: dict[tuple[str, str], object],
     ) -> Proxy:
         """The same proxy under another protocol: a new one on the same port."""
-        merged = _unset(_current_options(proxy), options)
-        settings = self._settings(
-            upstream=format_address(upstream or proxy.distant_address),
+        settings = self._settings_of(
+            proxy,
+            upstream=upstream,
             protocol=protocol,
             behavior=behavior,
-            options=merged,
-            rules=[str(rule) for rule in proxy.rules],
+            options=_unset(_current_options(proxy), options),
         )
         replacement = self._make(settings, proxy.name, proxy.address, proxy.seed)
         proxy.stop()
@@ -649,13 +667,7 @@ class Control:
             address = parse_address(listen, "listen", listen=True)  # type: ignore[arg-type]
         with self._lock:
             proxy = self.get(name)
-            settings = self._settings(
-                upstream=proxy.distant if upstream is None else upstream,
-                protocol=proxy.plan.protocol,
-                behavior=proxy.behavior,
-                options=_current_options(proxy),
-                rules=[str(rule) for rule in proxy.rules],
-            )
+            settings = self._settings_of(proxy, upstream=upstream)
             replacement = self._make(settings, proxy.name, address, proxy.seed)
             try:
                 replacement.start()
