@@ -29,6 +29,7 @@ from typing import Any
 
 from pytest_vaurien.protocols import postgresql_match
 from pytest_vaurien.protocols.base import (
+    Batch,
     Event,
     Head,
     Matcher,
@@ -54,6 +55,7 @@ MAX_STARTUP = 10000  # the server's MAX_STARTUP_PACKET_LENGTH
 SUMMARY_WIDTH = 40
 
 _CLIENT_TYPES = frozenset(b"QPBDECSHFXp")
+_Q = ord("Q")
 
 #: Request messages no Execute followed, by their first plan letter (plans: postgresql_replies).
 _NAMES = {"P": "Parse", "B": "Bind", "S": "Describe", "O": "Describe", "C": "Close"}
@@ -86,10 +88,18 @@ def _shorten(sql: str) -> str:
 
 
 class PgRequestFramer(Framer):
-    """Cuts the client's stream into startup, queries, Execute groups and the rest."""
+    """Cuts the client's stream into startup, queries, Execute groups and the rest.
+
+    With :attr:`batch` set (by the engine, feed by feed), a run of simple
+    Query messages leaves as one :class:`Batch`: cut in one pass, with no
+    summary, fields or transaction state made for each (no one reads them
+    when every unit is relayed untouched and no record is kept).
+    """
 
     def __init__(self, session: Session) -> None:
         super().__init__(session)
+        #: Emit runs of simple queries as one :class:`Batch` each.
+        self.batch = False
         self._startup = True
         self._held: list[bytes] = []  # Parse/Bind/Describe/Close waiting for what follows
         self._plan = ""  # their plan letters
@@ -148,6 +158,12 @@ class PgRequestFramer(Framer):
                 break
             if n - pos <= length:
                 break
+            if kind == _Q and self.batch and not self._held and not self._skipping:
+                end, count = _queries(buf, pos + 1 + length, n)
+                whole = buf if pos == 0 and end == n and isinstance(buf, bytes) else None
+                events.append(Batch(whole or bytes(buf[pos:end]), count))
+                pos = end
+                continue
             self._message(chr(kind), bytes(buf[pos : pos + 1 + length]), events)
             pos += 1 + length
         if not self._opaque:
@@ -277,6 +293,20 @@ class PgRequestFramer(Framer):
                     _skip(fields)
         if later:
             self._skipping = True
+
+
+def _queries(buf: bytes | bytearray, pos: int, n: int) -> tuple[int, int]:
+    """Where the run of whole simple queries goes on to from the end of its
+    first one at ``pos``, and how many it holds; the messages the loop of
+    :meth:`PgRequestFramer.feed` would frame as queries one by one."""
+    count = 1
+    while n - pos >= 5 and buf[pos] == _Q:
+        length = int.from_bytes(buf[pos + 1 : pos + 5], "big")
+        if not 4 <= length <= MAX_MESSAGE or n - pos <= length:
+            break
+        pos += 1 + length
+        count += 1
+    return pos, count
 
 
 def _skip(fields: dict[str, Any]) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections import deque
 
 from pytest_vaurien.protocols.base import (
+    Batch,
     End,
     Event,
     Head,
@@ -67,10 +68,18 @@ Framer = SessionFramer[Session]
 
 
 class PgResponseFramer(Framer):
-    """Cuts the server's stream into the replies the requests are owed."""
+    """Cuts the server's stream into the replies the requests are owed.
+
+    With :attr:`batch_limit` set (by the engine, feed by feed), up to that
+    many whole replies to simple queries leave as :class:`Batch` events
+    (replies to requests relayed untouched with no record: no one reads
+    their summaries).
+    """
 
     def __init__(self, session: Session) -> None:
         super().__init__(session)
+        #: How many of the next replies may leave in :class:`Batch` events.
+        self.batch_limit = 0
         self._queue: deque[str] = deque()  # plans of the requests waiting for a reply
         self._plan: str | None = None  # the current reply's plan; None between replies
         self._step = 0
@@ -84,6 +93,10 @@ class PgResponseFramer(Framer):
     def expect(self, request: MessageInfo) -> None:
         plan = request.fields.get("_plan", "Q")
         self._queue.append(plan if isinstance(plan, str) else "Q")
+
+    def expect_plain(self, count: int) -> None:
+        """The next ``count`` requests were simple queries in a :class:`Batch`."""
+        self._queue.extend("Q" * count)
 
     def feed(self, data: bytes) -> list[Event]:
         """Events for ``data``; ``b""`` is the server's EOF. Never raises."""
@@ -163,6 +176,13 @@ class PgResponseFramer(Framer):
             and not self._parts
             and not self._opaque
         ):
+            if self.batch_limit:
+                end = self._plain_replies(data, pos, events)
+                if end == pos:
+                    return pos
+                pos = end
+                self._idle(events)
+                continue
             at = pos
             summary: str | None = None
             head_end = 0
@@ -198,6 +218,38 @@ class PgResponseFramer(Framer):
                 )
             pos = end
             self._idle(events)
+        return pos
+
+    def _plain_replies(self, data: bytes, pos: int, events: list[Event]) -> int:
+        """Up to :attr:`batch_limit` whole replies to simple queries from
+        ``pos``, as one :class:`Batch`; returns where they end (``pos`` if
+        none is whole). The replies :meth:`_simple_replies` would frame,
+        with no summary made."""
+        n, start, count = len(data), pos, 0
+        queue = self._queue
+        status = b""
+        while count < self.batch_limit and queue and queue[0] == "Q":
+            at = pos
+            while True:
+                if n - at < 5:
+                    break
+                kind = data[at]
+                length = int.from_bytes(data[at + 1 : at + 5], "big")
+                if kind not in _SIMPLE or length < 4 or n - at <= length:
+                    break
+                if kind == _Z:
+                    status = data[at + 5 : at + 6]
+                    pos = at + 1 + length
+                    count += 1
+                    queue.popleft()
+                    break
+                at += 1 + length
+            if pos <= at:  # no ReadyForQuery: not whole
+                break
+        if count:
+            self.session.status = status
+            self.batch_limit -= count
+            events.append(Batch(data if start == 0 and pos == n else data[start:pos], count))
         return pos
 
     def _idle(self, events: list[Event]) -> None:

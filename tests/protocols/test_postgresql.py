@@ -8,6 +8,7 @@ carry exactly the bytes fed; random bytes never raise and lose nothing.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -17,7 +18,16 @@ from hypothesis import strategies as st
 
 from pytest_vaurien.errors import ConfigError
 from pytest_vaurien.protocols import wire_protocol
-from pytest_vaurien.protocols.base import End, Event, Head, MessageInfo, Opaque, Part, Switched
+from pytest_vaurien.protocols.base import (
+    Batch,
+    End,
+    Event,
+    Head,
+    MessageInfo,
+    Opaque,
+    Part,
+    Switched,
+)
 from pytest_vaurien.protocols.postgresql import (
     PROTOCOL,
     PgRequestFramer,
@@ -557,3 +567,162 @@ def test_whole_simple_replies_frame_as_message_by_message(monkeypatch: pytest.Mo
     for up, down, what in CONNECTIONS:
         slow = exchange([up], _reply_chunks(up, down))[1]
         assert shape(fast[what]) == shape(slow), what
+
+
+# -- the plain path: simple queries and their replies in batches ---------------------
+
+
+def _cut(data: bytes, ends_with: int | None) -> list[bytes]:
+    """PostgreSQL messages (``ends_with`` None), or the runs of them that each
+    end with a message of that kind (a reply: ReadyForQuery)."""
+    out, at, start = [], 0, 0
+    while at < len(data):
+        end = at + 1 + int.from_bytes(data[at + 1 : at + 5], "big")
+        if ends_with is None or data[at] == ends_with:
+            out.append(data[start:end])
+            start = end
+        at = end
+    assert start == len(data)
+    return out
+
+
+def units(events: Iterable[Event], ends_with: int | None) -> list[tuple[Any, ...]]:
+    """One entry a request or reply: ``("batched", bytes)`` for each in a
+    :class:`Batch`, else ``(head info, interim, bytes)``; a switch as it is,
+    then the opaque bytes after it as one."""
+    out: list[tuple[Any, ...]] = []
+    current: list[Any] | None = None
+    for event in events:
+        if isinstance(event, Batch):
+            batched = _cut(event.data, ends_with)
+            assert len(batched) == event.count
+            out += [("batched", one) for one in batched]
+        elif isinstance(event, Head):
+            current = [event.info, event.interim, event.data]
+        elif isinstance(event, (Part, End)):
+            assert current is not None
+            current[2] += event.data
+            if isinstance(event, End):
+                out.append(tuple(current))
+                current = None
+        elif isinstance(event, Opaque) and out and out[-1][0] is Opaque:
+            out[-1] = (Opaque, out[-1][1] + event.data)  # however the bytes came
+        else:
+            out.append((type(event), event.data))
+    assert current is None
+    return out
+
+
+def same_units(fast: list[tuple[Any, ...]], slow: list[tuple[Any, ...]], plain: str) -> None:
+    """Unit by unit: a batched one is, on the general path, a unit of kind
+    ``plain`` with the same bytes that the engine relays as plain; the others
+    are the same events."""
+    assert len(fast) == len(slow)
+    for one, other in zip(fast, slow, strict=True):
+        if one[0] == "batched":
+            info, interim, data = other
+            assert not interim
+            assert data == one[1]
+            if plain:
+                assert info.fields["kind"] == plain
+                assert info.fields.keys().isdisjoint(("handshake", "substitute", "noreply"))
+        else:
+            assert one == other
+
+
+def plain_exchange(up: Sequence[bytes], down: Sequence[bytes]) -> tuple[list[Event], list[Event]]:
+    """:func:`exchange` as the engine frames when every unit is relayed
+    untouched and no one reads the records: requests with ``batch`` set, a
+    :class:`Batch` expected as plain queries, replies with ``batch_limit`` the
+    plain requests first in line (the engine's plain run)."""
+    requests, replies = framers()
+    requests.batch = True
+    line: deque[int | None] = deque()  # a plain run's count, or one request of its own
+    sent: list[Event] = []
+    for chunk in [*up, b""]:
+        for event in requests.feed(chunk):
+            sent.append(event)
+            count = 0
+            if isinstance(event, Batch):
+                replies.expect_plain(event.count)
+                count = event.count
+            elif isinstance(event, Head):
+                replies.expect(event.info)
+                fields = event.info.fields
+                count = int(fields.keys().isdisjoint(("handshake", "substitute", "noreply")))
+            else:
+                continue
+            if count and line and line[-1] is not None:
+                line[-1] += count
+            else:
+                line.append(count or None)
+    got: list[Event] = []
+    replying = False
+    for chunk in [*down, b""]:
+        head = line[0] if line and not replying else None
+        replies.batch_limit = head or 0
+        for event in replies.feed(chunk):
+            got.append(event)
+            if isinstance(event, Batch):
+                assert line[0] is not None
+                assert line[0] >= event.count
+                line[0] -= event.count
+                if not line[0]:
+                    line.popleft()
+            elif isinstance(event, Head) and not event.interim and line:
+                replying = True
+            elif isinstance(event, End) and replying:
+                replying = False
+                if line[0] is None or line[0] == 1:
+                    line.popleft()
+                else:
+                    line[0] -= 1
+    return sent, got
+
+
+def _many_queries(times: int) -> tuple[bytes, bytes]:
+    """The first recorded connection with its simple queries sent ``times`` over."""
+    up, down, _ = CONNECTIONS[0]
+    first = up.index(b"Q")
+    ready = down.index(b"Z\0\0\0\x05I") + 6
+    return (
+        up[:first] + up[first:-5] * times + up[-5:],
+        down[:ready] + down[ready:] * times,
+    )
+
+
+#: Recorded traffic, and a client sending many simple queries at once.
+_PLAIN_TRAFFIC = [*((up, down) for up, down, _ in CONNECTIONS), _many_queries(3)]
+
+
+def test_the_plain_path_batches_simple_queries_and_their_replies() -> None:
+    up, down, _ = CONNECTIONS[0]
+    ready = down.index(b"Z\0\0\0\x05I") + 6
+    sent, got = plain_exchange([up], [down[:ready], down[ready:]])
+    assert [e.count for e in sent if isinstance(e, Batch)] == [7]  # the queries after the startup
+    assert [e.count for e in got if isinstance(e, Batch)] == [7]
+    assert joined(got) == down
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    which=st.integers(0, len(_PLAIN_TRAFFIC) - 1),
+    up_cuts=st.lists(st.integers(0, 1 << 16), max_size=30),
+    down_cuts=st.lists(st.integers(0, 1 << 16), max_size=30),
+    by_reply=st.booleans(),
+)
+def test_batched_queries_and_replies_are_what_the_general_path_frames(
+    which: int, up_cuts: list[int], down_cuts: list[int], by_reply: bool
+) -> None:
+    """Request by request and reply by reply, over real traffic split
+    anywhere (or where each reply ends, as a server sends them): a batched
+    query is a plain query of the general path, a batched reply the same
+    bytes, everything else the same events."""
+    up, down = _PLAIN_TRAFFIC[which]
+    slow = exchange([up], [down])
+    down_chunks = _reply_chunks(up, down) if by_reply else splits(down, down_cuts)
+    sent, got = plain_exchange(splits(up, up_cuts), down_chunks)
+    assert joined(sent) == up
+    assert joined(got) == down
+    same_units(units(sent, None), units(slow[0], None), "query")
+    same_units(units(got, ord("Z")), units(slow[1], ord("Z")), "")

@@ -238,3 +238,34 @@ def test_a_fatal_error_closes_the_session_as_a_server_shutting_down_does(
         conn.close()
         [exchange] = [e for e in proxy.exchanges if e.request == "SELECT 42"]
     assert exchange.reply == "E 57P01"
+
+
+def test_the_plain_path_counts_units_and_follows_the_transaction_state(accounts: Server) -> None:
+    """With no record kept, at 100:dummy, simple queries and their replies go
+    as batches: they still count as units, and the transaction state a rule
+    added later matches on still follows the server."""
+    with Proxy(accounts.distant, protocol="postgresql", keep_records=False) as proxy:
+        host, port = proxy.address
+        with psycopg.connect(
+            host=host,
+            port=port,
+            connect_timeout=10,
+            autocommit=True,
+            cursor_factory=psycopg.ClientCursor,
+            **accounts.extra,
+        ) as conn:
+            before = balance(accounts)
+            for i in range(20):
+                assert conn.execute(f"SELECT {i}").fetchone() == (i,)
+            conn.execute("BEGIN")
+            rule = proxy.add_rule(
+                Rule("error", match={"sql": "^UPDATE accounts", "in_transaction": True})
+            )
+            with pytest.raises(psycopg.errors.SerializationFailure):
+                conn.execute("UPDATE accounts SET balance = balance - 1 WHERE id = 1")
+            conn.execute("ROLLBACK")
+            assert conn.execute("SELECT 3").fetchone() == (3,)
+        assert (rule.matched, rule.fired) == (1, 1)
+        # 20 SELECTs and BEGIN (plain), the UPDATE, ROLLBACK, SELECT 3
+        assert proxy.next_ordinal() == 25
+    assert balance(accounts) == before
