@@ -21,9 +21,13 @@ When every unit of the plan in force is relayed untouched (``100:dummy``,
 no rule) and no one reads the exchange records (the ``vaurien`` command),
 an exchange costs no record and no decision: it is counted (its ordinal) and
 paired with its reply through a :class:`_PlainRun`, one entry in the queue
-for any number of such exchanges in a row; and a framer that can (Redis)
-cuts a whole pipeline into one :class:`Batch` in one pass. The plan is read
-once per chunk read, which is when a per-unit loop would have read it too.
+for any number of such exchanges in a row; and a framer that can (Redis,
+PostgreSQL's simple queries) cuts a whole pipeline into one :class:`Batch` in
+one pass. The plan is read once per chunk read, which is when a per-unit loop
+would have read it too. A chunk's events are handled in one loop that takes
+the plain path's (a batch, a plain head, an end) by their exact type first;
+and the random source handlers draw from is set only when a unit is decided
+there, the one time handler code runs in a callback.
 """
 
 from __future__ import annotations
@@ -293,7 +297,6 @@ class ExchangeRelay:
     def _readable(self, to_backend: bool, recv: Callable[[int], bytes]) -> None:
         outbox = self.to_backend if to_backend else self.to_client
         events: list[Event] = []
-        index = 0
         eof = False
         try:
             try:
@@ -303,25 +306,25 @@ class ExchangeRelay:
             except ConnectionResetError:
                 (self.pumps.client if to_backend else self.pumps.backend).was_reset = True
                 raise
-            eof = not data
-            if eof:
+            if not data:
+                eof = True
                 (self.pumps.client if to_backend else self.pumps.backend).eof = True
-            CONNECTION_RANDOM.set(self._random_keys[to_backend])
-            self._prepare(to_backend)
-            events = (self.requests if to_backend else self.replies).feed(data)
-            fast = self._fast_request if to_backend else self._fast_reply
-            for index, event in enumerate(events):  # noqa: B007 - read after a handover
-                item = fast(event)
-                if item is not True:
-                    raise _Handover(item)
-            index = len(events)
-            if not outbox.flush_now():
-                raise _Handover(None)
-            if eof:
-                self._end_fast(to_backend)
-                self.pumps.finish(to_backend, "eof")
-        except _Handover as handover:
-            begun = handover.args[0]
+            if to_backend:
+                self._prepare_requests()
+                events = self.requests.feed(data)
+                handover = self._fast_requests(events)
+            else:
+                self._prepare_replies()
+                events = self.replies.feed(data)
+                handover = self._fast_replies(events)
+            if handover is None:
+                if outbox.flush_now():
+                    if eof:
+                        self._end_fast(to_backend)
+                        self.pumps.finish(to_backend, "eof")
+                    return
+                handover = (len(events), None)
+            index, begun = handover
             rest: list[Event | _Begun] = []
             if isinstance(begun, _Begun):
                 rest.append(begun)
@@ -338,23 +341,33 @@ class ExchangeRelay:
             self.pumps.finish(to_backend, "reset" if isinstance(error, OSError) else "error")
 
     def _prepare(self, to_backend: bool) -> None:
-        """Before a chunk is framed: may its units take the plain path?
+        """Before a chunk is framed: may its units take the plain path?"""
+        if to_backend:
+            self._prepare_requests()
+        else:
+            self._prepare_replies()
+
+    def _prepare_requests(self) -> None:
+        """Before a chunk of requests is framed: may its units take the plain path?
 
         The plan is read once for the chunk: what a per-unit loop would
         read for each of its units, as nothing else runs in between.
         """
-        if to_backend:
-            plan = self.host.plan
-            if plan is not self._plan_seen:
-                self._plan_seen = plan
-                self._plan_relays = _relays_all(plan)
-            quick = self._quick = self._plan_relays and not _records_wanted(self.host)
-            if self._batching:
-                self.requests.batch = quick  # type: ignore[attr-defined]
-        elif self._reply_batching:
+        plan = self.host.plan
+        if plan is not self._plan_seen:
+            self._plan_seen = plan
+            self._plan_relays = _relays_all(plan)
+        quick = self._quick = self._plan_relays and not self.host.wants_exchanges
+        if self._batching:
+            self.requests.batch = quick  # type: ignore[attr-defined]
+
+    def _prepare_replies(self) -> None:
+        """Before a chunk of replies is framed: how many may leave in a batch
+        (the plain run first in line, if its replies are not begun)."""
+        if self._reply_batching:
             head = self.pending[0] if self.pending and self.outgoing is None else None
             self.replies.batch_limit = (  # type: ignore[attr-defined]
-                head.count if isinstance(head, _PlainRun) else 0
+                head.count if type(head) is _PlainRun else 0
             )
 
     def _relay_plain(self, count: int, data: bytes, info: MessageInfo | None) -> None:
@@ -394,6 +407,34 @@ class ExchangeRelay:
             watcher.stop()  # type: ignore[attr-defined]
             watcher.close()  # type: ignore[attr-defined]
 
+    def _fast_requests(self, events: list[Event]) -> tuple[int, object] | None:
+        """Relay here a chunk's requests that need no waiting; at the first
+        that does, its index and what :meth:`_fast_request` said of it.
+
+        The events of the plain path (a batch, a plain head, an end) are
+        handled inline, by their exact type; the others as one by one.
+        """
+        add = self.to_backend.add
+        for index, event in enumerate(events):
+            kind = type(event)
+            if kind is Batch:  # decided with the chunk: relayed
+                self._relay_plain(event.count, event.data, None)  # type: ignore[union-attr]
+            elif (
+                kind is Head and self._quick and event.info.fields.keys().isdisjoint(_NOT_PLAIN)  # type: ignore[union-attr]
+            ):
+                self.incoming = _PLAIN_INCOMING
+                self._relay_plain(1, event.data, event.info)  # type: ignore[union-attr]
+            elif kind is End:
+                current = self.incoming
+                self.incoming = None
+                if current is not None and current.forwarded:
+                    add(event.data)
+            else:
+                item = self._fast_request(event)
+                if item is not True:
+                    return index, item
+        return None
+
     def _fast_request(self, event: Event) -> bool | _Begun | None:
         """Relay ``event`` here if it needs no waiting: True; else what the pump gets."""
         if isinstance(event, Head):
@@ -402,6 +443,9 @@ class ExchangeRelay:
                 self.incoming = _PLAIN_INCOMING
                 self._relay_plain(1, event.data, event.info)
                 return True
+            # handlers drawing at random while the unit is decided (delay's
+            # jitter) see this connection's source
+            CONNECTION_RANDOM.set(self._random_keys[True])
             exchange = self.incoming = self._begin(event.info)
             if exchange.fault is not _RELAY or "substitute" in event.info.fields:
                 return _Begun(exchange, event)
@@ -422,6 +466,44 @@ class ExchangeRelay:
             self._plain(f"client side: {event.reason}")
         self.to_backend.add(event.data)
         return True
+
+    def _fast_replies(self, events: list[Event]) -> tuple[int, object] | None:
+        """Relay here a chunk's replies that need no waiting; at the first
+        that does, its index and what :meth:`_fast_reply` said of it.
+
+        Replies to a plain run (a batch, or a head, parts and an end) are
+        handled inline, by their exact type; the others as one by one.
+        """
+        add = self.to_client.add
+        pending = self.pending
+        for index, event in enumerate(events):
+            outgoing = self.outgoing
+            if type(event) is Batch:  # replies to plain requests (the framer's limit)
+                self._batch_answered(event)
+                add(event.data)
+                if pending and not pending[0].forwarded:
+                    return index, _AFTER  # the proxy's own answer is next: the pump sends it
+            elif type(event) is Part:
+                add(event.data)
+            elif type(event) is End and type(outgoing) is _PlainRun:
+                add(event.data)
+                self._plain_reply_done(outgoing)
+                if pending and not pending[0].forwarded:
+                    return index, _AFTER
+            elif (
+                type(event) is Head
+                and outgoing is None
+                and pending
+                and type(pending[0]) is _PlainRun
+            ):
+                if not event.interim:
+                    self.outgoing = pending[0]
+                add(event.data)
+            else:
+                item = self._fast_reply(event)
+                if item is not True:
+                    return index, item
+        return None
 
     def _fast_reply(self, event: Event) -> bool | object | None:
         if isinstance(event, Head):
