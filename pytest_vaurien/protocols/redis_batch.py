@@ -72,9 +72,17 @@ def commands() -> _Span:
     span = _compiled.get("commands")
     if span is None:
         bulk = b"\\$(?:" + _lengths() + b")"
-        special = "|".join(SPECIAL).encode()
+        # the special names grouped by length, after their "$N" line: an
+        # ordinary command fails the look-ahead at its length's digits
+        by_length: dict[int, list[str]] = {}
+        for name in SPECIAL:
+            by_length.setdefault(len(name), []).append(name)
+        special = b"|".join(
+            b"%d\r\n(?i:%s)" % (size, "|".join(names).encode())
+            for size, names in sorted(by_length.items())
+        )
         one = (
-            b"\\*(?![0-9]+\r\n\\$[0-9]+\r\n(?i:"
+            b"\\*(?![0-9]+\r\n\\$(?:"
             + special
             + b")\r\n)(?:"
             + b"|".join(

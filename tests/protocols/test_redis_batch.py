@@ -20,6 +20,8 @@ from hypothesis import strategies as st
 from pytest_vaurien import Proxy, Rule
 from pytest_vaurien.protocols.base import Batch, End, Event, Head, MessageInfo, Part
 from pytest_vaurien.protocols.redis import RedisRequestFramer, RedisResponseFramer
+from pytest_vaurien.protocols.redis_batch import SPECIAL
+from pytest_vaurien.protocols.redis_batch import commands as command_span
 
 
 def command(*args: bytes) -> bytes:
@@ -107,6 +109,18 @@ def test_batched_commands_are_the_commands_the_parser_frames(
         h in ("MULTI", "EXEC", "AUTH", "SELECT", "CLIENT", "PING", "MSET", "SET", "GET")
         for h in heads
     )
+
+
+@pytest.mark.parametrize("name", [*SPECIAL, *(n.lower() for n in SPECIAL)])
+def test_no_special_command_is_batched_whatever_its_case(name: str) -> None:
+    _, findall = command_span()
+    special = name.encode()
+    assert findall(command(special)) == []
+    assert findall(command(special, b"arg")) == []
+    # an ordinary command of the same length, or with that name as an argument
+    ordinary = b"X" + special[1:]
+    assert findall(command(ordinary)) == [command(ordinary)]
+    assert findall(command(b"SET", special, special)) == [command(b"SET", special, special)]
 
 
 replies = st.one_of(
