@@ -44,6 +44,7 @@ from pytest_vaurien.protocols.postgresql_replies import (
     PgResponseFramer,
     Session,
     cstring,
+    message_header,
 )
 
 __all__ = ["PROTOCOL", "PgRequestFramer", "PgResponseFramer", "PostgresqlProtocol", "Session"]
@@ -149,8 +150,7 @@ class PgRequestFramer(Framer):
                 continue
             if n - pos < 5:
                 break
-            kind = buf[pos]
-            length = int.from_bytes(buf[pos + 1 : pos + 5], "big")
+            kind, length = message_header(buf, pos)
             if kind not in _CLIENT_TYPES or not 4 <= length <= MAX_MESSAGE:
                 if buf is not self._buf:
                     self._buf = bytearray(buf)
@@ -300,9 +300,9 @@ def _queries(buf: bytes | bytearray, pos: int, n: int) -> tuple[int, int]:
     first one at ``pos``, and how many it holds; the messages the loop of
     :meth:`PgRequestFramer.feed` would frame as queries one by one."""
     count = 1
-    while n - pos >= 5 and buf[pos] == _Q:
-        length = int.from_bytes(buf[pos + 1 : pos + 5], "big")
-        if not 4 <= length <= MAX_MESSAGE or n - pos <= length:
+    while n - pos >= 5:
+        kind, length = message_header(buf, pos)
+        if kind != _Q or not 4 <= length <= MAX_MESSAGE or n - pos <= length:
             break
         pos += 1 + length
         count += 1

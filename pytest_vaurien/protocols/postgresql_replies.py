@@ -8,6 +8,7 @@ nothing after an ErrorResponse until Sync.
 
 from __future__ import annotations
 
+import struct
 from collections import deque
 
 from pytest_vaurien.protocols.base import (
@@ -21,7 +22,16 @@ from pytest_vaurien.protocols.base import (
     SessionFramer,
 )
 
-__all__ = ["END", "HOLD_REPLY", "MAX_MESSAGE", "Framer", "PgResponseFramer", "Session", "cstring"]
+__all__ = [
+    "END",
+    "HOLD_REPLY",
+    "MAX_MESSAGE",
+    "Framer",
+    "PgResponseFramer",
+    "Session",
+    "cstring",
+    "message_header",
+]
 
 MAX_MESSAGE = 0x3FFFFFFF  # the server's PQ_LARGE_MESSAGE_LIMIT
 HOLD_REPLY = 64 * 1024  # reply bytes held at most while its summary is unknown
@@ -33,6 +43,8 @@ END = End()
 #: What a reply to a simple query is made of; ReadyForQuery ends it.
 _SIMPLE = frozenset(b"TDCEINASZ")
 _C, _E, _I, _Z = b"CEIZ"
+#: A message's type and length, read in one call (both framers).
+message_header = struct.Struct(">BI").unpack_from
 
 # A plan: one letter per request message, for the reply the server owes it.
 # Q: until ReadyForQuery; A: authentication (until the server waits or is
@@ -137,8 +149,7 @@ class PgResponseFramer(Framer):
                 self._queue[0] = "A"  # an ErrorResponse from an old server
             if n - pos < 5:
                 break
-            kind = buf[pos]
-            length = int.from_bytes(buf[pos + 1 : pos + 5], "big")
+            kind, length = message_header(buf, pos)
             if kind not in _SERVER_TYPES or not 4 <= length <= MAX_MESSAGE:
                 self._flush_parts(events)
                 self._switch(f"PostgreSQL: unknown message {chr(kind)!r}", bytes(buf[pos:]), events)
@@ -189,8 +200,7 @@ class PgResponseFramer(Framer):
             while True:
                 if n - at < 5:
                     return pos
-                kind = data[at]
-                length = int.from_bytes(data[at + 1 : at + 5], "big")
+                kind, length = message_header(data, at)
                 if kind not in _SIMPLE or length < 4 or n - at <= length:
                     return pos
                 end = at + 1 + length
@@ -225,29 +235,26 @@ class PgResponseFramer(Framer):
         ``pos``, as one :class:`Batch`; returns where they end (``pos`` if
         none is whole). The replies :meth:`_simple_replies` would frame,
         with no summary made."""
-        n, start, count = len(data), pos, 0
+        n, start, count, limit = len(data), pos, 0, self.batch_limit
         queue = self._queue
-        status = b""
-        while count < self.batch_limit and queue and queue[0] == "Q":
-            at = pos
-            while True:
-                if n - at < 5:
-                    break
-                kind = data[at]
-                length = int.from_bytes(data[at + 1 : at + 5], "big")
+        ready = -1  # where the last ReadyForQuery starts
+        while count < limit and queue and queue[0] == "Q":
+            at, end = pos, -1
+            while n - at >= 5:
+                kind, length = message_header(data, at)
                 if kind not in _SIMPLE or length < 4 or n - at <= length:
                     break
                 if kind == _Z:
-                    status = data[at + 5 : at + 6]
-                    pos = at + 1 + length
-                    count += 1
-                    queue.popleft()
+                    ready, end = at, at + 1 + length
                     break
                 at += 1 + length
-            if pos <= at:  # no ReadyForQuery: not whole
+            if end < 0:  # no ReadyForQuery: not whole
                 break
+            pos = end
+            count += 1
+            queue.popleft()
         if count:
-            self.session.status = status
+            self.session.status = data[ready + 5 : ready + 6]
             self.batch_limit -= count
             events.append(Batch(data if start == 0 and pos == n else data[start:pos], count))
         return pos
