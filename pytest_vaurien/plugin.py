@@ -13,6 +13,10 @@ import dataclasses
 import hashlib
 import os
 import random
+import sys
+import time
+import weakref
+from collections import deque
 from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, Protocol
@@ -72,6 +76,11 @@ _TEST_PROXIES = pytest.StashKey["_TestProxies"]()
 _CONTROL = pytest.StashKey["Client | None"]()
 _ITEM_PROXIES = pytest.StashKey[list["_Tested"]]()
 _SESSION_STATS = pytest.StashKey[Stats]()
+#: Proxies asked to stop with no connection open, not yet seen stopped.
+_STOPPING = pytest.StashKey[deque[tuple[weakref.ref[Proxy], float]]]()
+#: How long, and how many, proxies may stop on their own before one is waited for.
+STOP_GRACE = 1.0
+MAX_STOPPING = 64
 _MARKER_READ = pytest.StashKey[bool]()
 #: The names of a test's proxies (fixture, factory and session ones), for ``target=``.
 _PROXY_NAMES = pytest.StashKey[set[str]]()
@@ -295,6 +304,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[_PROTOCOLS] = protocols
     config.stash[_SEED] = _session_seed(config, resolve(layers).seed)
     config.stash[_SESSION_STATS] = Stats()
+    config.stash[_STOPPING] = deque()
     if config.pluginmanager.hasplugin("xdist"):
         config.pluginmanager.register(_XdistHooks(), "vaurien-xdist")
 
@@ -439,6 +449,15 @@ class _XdistHooks:
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
+    if _STOPPING in session.config.stash:
+        try:
+            _confirm_stopped(session.config, wait=True)
+        except VaurienError as error:  # a handler blocks the hub: say so, end anyway
+            reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+            if reporter is not None:
+                reporter.write_line(f"vaurien: {error}", red=True)
+            else:
+                print(f"vaurien: {error}", file=sys.stderr)
     workeroutput = getattr(session.config, "workeroutput", None)
     if workeroutput is not None and _SESSION_STATS in session.config.stash:
         workeroutput["vaurien_stats"] = dataclasses.asdict(session.config.stash[_SESSION_STATS])
@@ -766,9 +785,13 @@ def vaurien_distant(request: pytest.FixtureRequest) -> str | tuple[str, int] | d
     scope; session scope for the session proxies) that returns ``"HOST:PORT"``,
     a ``(host, port)`` tuple, or a dict of them by name (several backends).
     """
-    item = request.node
+    return _configured_distant(request.node)
+
+
+def _configured_distant(item: pytest.Item) -> str | dict[str, str]:
+    """What ``vaurien_distant`` returns unless a test suite overrides it."""
     try:
-        distants = _configured_distants(request.config)
+        distants = _configured_distants(item.config)
         if distants is not None:
             return {
                 name: format_address(parse_address(_marked_distant(item, name) or address))
@@ -780,6 +803,30 @@ def vaurien_distant(request: pytest.FixtureRequest) -> str | tuple[str, int] | d
     if settings.distant is None:
         pytest.fail(NO_DISTANT, pytrace=False)
     return format_address(settings.distant)
+
+
+def _distant_of(request: pytest.FixtureRequest) -> object:
+    """``vaurien_distant``'s value for this test: through pytest if a conftest,
+    module, class or ``parametrize`` overrides the fixture, else computed here
+    (setting up one more fixture would cost each test tens of microseconds)."""
+    item = request.node
+    callspec = getattr(item, "callspec", None)
+    if callspec is None or "vaurien_distant" not in callspec.params:
+        manager = getattr(item.session, "_fixturemanager", None)
+        try:
+            visible = manager.getfixturedefs("vaurien_distant", item)  # type: ignore[union-attr]
+        except Exception:  # another pytest's internals: ask pytest itself
+            visible = None
+        if visible and _is_ours(visible[-1].func):
+            return _configured_distant(item)
+    return request.getfixturevalue("vaurien_distant")
+
+
+def _is_ours(func: object) -> bool:
+    """Whether a fixture function is this module's ``vaurien_distant``."""
+    return getattr(func, "__module__", None) == __name__ and (
+        getattr(func, "__name__", None) == "vaurien_distant"
+    )
 
 
 def _configured_distants(config: pytest.Config) -> dict[str, str] | None:
@@ -839,7 +886,32 @@ def vaurien_proxy_factory(request: pytest.FixtureRequest) -> ProxyFactory:
     return factory
 
 
+def _confirm_stopped(config: pytest.Config, wait: bool = False) -> None:
+    """Let go of the proxies earlier tests left to stop on their own, once
+    stopped: the hub gets to them between tests. One still stopping after
+    ``STOP_GRACE`` seconds, past ``MAX_STOPPING`` of them, or with ``wait``
+    (the session's end), is waited for, bounded: only a handler blocking
+    the hub keeps it, and that is then named. Weak references: a proxy the
+    hub is done with is freed at once, as it was when teardown waited.
+
+    :raises ProxyError: for one that did not stop in time.
+    """
+    stopping = config.stash[_STOPPING]
+    if not stopping:
+        return
+    now = time.monotonic()
+    while stopping:
+        ref, asked = stopping[0]
+        proxy = ref()
+        if proxy is not None and not proxy.stopped:
+            if not (wait or len(stopping) > MAX_STOPPING or now - asked > STOP_GRACE):
+                return
+            proxy.stop()
+        stopping.popleft()
+
+
 def _start(item: pytest.Item, registry: Registry, settings: Settings, name: str | None) -> Proxy:
+    _confirm_stopped(item.config)
     index = item.stash.get(_PROXY_COUNT, 0)
     client = item.config.stash[_CONTROL]
     if client is not None:  # on the control API: the same settings, made there
@@ -871,7 +943,10 @@ def _stop_all(config: pytest.Config, proxies: list[tuple[Proxy, bool]]) -> list[
     problems: list[str] = []
     for proxy, allow_refused in proxies:
         try:
-            proxy.stop()
+            if isinstance(proxy, Proxy) and proxy.stop_if_idle():
+                config.stash[_STOPPING].append((weakref.ref(proxy), time.monotonic()))
+            else:
+                proxy.stop()
         except VaurienError as error:  # did not stop, or the control API said no
             problems.append(str(error))
         stats = proxy.stats
@@ -909,7 +984,7 @@ def _start_proxies(request: pytest.FixtureRequest) -> dict[str, Proxy]:
     """A proxy for each backend of ``vaurien_distant``, by name."""
     item = request.node
     test_proxies = _test_proxies(request)
-    value = request.getfixturevalue("vaurien_distant")
+    value = _distant_of(request)
     try:
         distants = _as_distants(value, "vaurien_distant")
         if "vaurien_proxy_factory" not in getattr(item, "fixturenames", ()):

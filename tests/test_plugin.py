@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import textwrap
 
 import pytest
@@ -219,6 +220,83 @@ def test_vaurien_distant_fixture_can_be_overridden(pytester, upper_source, echo_
     pytester.runpytest("--vaurien-distant", "127.0.0.1:1").assert_outcomes(passed=1)
 
 
+def test_each_override_of_vaurien_distant_reaches_the_proxy(pytester, echo_server, backend):
+    """A subdirectory's conftest, a module, a class and ``parametrize`` each
+    override the fixture for their tests only; the others keep the flag's."""
+    pytester.makepyfile(
+        test_plain="""
+        def test_flag(vaurien_proxy):
+            assert vaurien_proxy.distant == "127.0.0.1:1"
+        """,
+        test_module=f"""
+        import pytest
+
+        @pytest.fixture
+        def vaurien_distant():
+            return "{backend.distant}"
+
+        def test_module(vaurien_proxy):
+            assert vaurien_proxy.distant == "{backend.distant}"
+
+        class TestClass:
+            @pytest.fixture
+            def vaurien_distant(self):
+                return "{echo_server.distant}"
+
+            def test_class(self, vaurien_proxy):
+                assert vaurien_proxy.distant == "{echo_server.distant}"
+
+        @pytest.mark.parametrize("vaurien_distant", ["{echo_server.distant}"])
+        def test_parametrized(vaurien_proxy, vaurien_distant):
+            assert vaurien_proxy.distant == "{echo_server.distant}"
+        """,
+    )
+    sub = pytester.mkpydir("sub")
+    (sub / "conftest.py").write_text(
+        textwrap.dedent(f"""
+        import pytest
+
+        @pytest.fixture
+        def vaurien_distant():
+            return "{backend.distant}"
+        """)
+    )
+    (sub / "test_sub.py").write_text(
+        textwrap.dedent(f"""
+        def test_sub(vaurien_proxy):
+            assert vaurien_proxy.distant == "{backend.distant}"
+        """)
+    )
+    result = pytester.runpytest("--vaurien-distant", "127.0.0.1:1", "-p", "no:randomly")
+    result.assert_outcomes(passed=5)
+
+
+def test_every_proxy_a_session_started_is_closed_when_it_ends(pytester, echo_server):
+    """Teardown leaves an idle proxy to the hub to close without waiting; none
+    is left listening by the end of the session, used or not."""
+    addresses = pytester.path / "addresses.txt"
+    pytester.makepyfile(
+        INNER_IMPORTS
+        + textwrap.dedent(f"""
+        @pytest.mark.parametrize("n", range(40))
+        def test_it(vaurien_proxy, n):
+            with open({str(addresses)!r}, "a") as out:
+                out.write("%s:%d\\n" % vaurien_proxy.address)
+            if n % 2:
+                assert roundtrip(vaurien_proxy.address, b"ping") == b"ping"
+        """)
+    )
+    result = pytester.runpytest_subprocess("--vaurien-distant", echo_server.distant)
+    result.assert_outcomes(passed=40)
+    result.stdout.fnmatch_lines(["vaurien: 20 connections proxied*"])
+    lines = addresses.read_text().split()
+    assert len(lines) == 40
+    for line in lines:
+        host, port = line.rsplit(":", 1)
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection((host, int(port)), timeout=5)
+
+
 def test_missing_distant_lists_the_four_ways(pytester):
     pytester.makepyfile("""
         def test_it(vaurien_proxy):
@@ -312,16 +390,13 @@ def test_options_are_in_a_vaurien_group_of_help(pytester):
 
 def test_fixtures_are_documented(pytester):
     result = pytester.runpytest("--fixtures")
-    result.stdout.fnmatch_lines(
-        [
-            "vaurien_distant*",
-            "*Where the backend is*",
-            "vaurien_proxy_factory*",
-            "*Make more proxies in one test*",
-            "vaurien_proxy*",
-            "*A running chaos proxy*",
-        ]
-    )
+    # pytest lists them in the order of "file:line" as text, which moves as the file grows
+    for fixture, summary in [
+        ("vaurien_distant", "*Where the backend is*"),
+        ("vaurien_proxy_factory", "*Make more proxies in one test*"),
+        ("vaurien_proxy", "*A running chaos proxy*"),
+    ]:
+        result.stdout.fnmatch_lines([f"{fixture} -- *", summary])
 
 
 def test_header_shows_the_seed(pytester):

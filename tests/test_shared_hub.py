@@ -277,3 +277,52 @@ def test_exit_with_a_proxy_left_running_neither_hangs_nor_prints(echo_server):
 def test_the_hub_module_knows_its_current_hub():
     assert shared_hub() is hub_module._current
     assert shared_hub().alive
+
+
+def _refused(address) -> bool:
+    try:
+        socket.create_connection(address, timeout=5).close()
+    except ConnectionRefusedError:
+        return True
+    return False
+
+
+def test_stop_if_idle_does_not_wait_yet_the_listener_closes(echo_server):
+    proxy = Proxy(echo_server.address).start()
+    assert roundtrip(proxy.address, b"once") == b"once"
+    wait_until(lambda: proxy.open_connections == 0)
+    assert proxy.stop_if_idle()
+    assert not proxy.running
+    wait_until(lambda: proxy.stopped)
+    assert _refused(proxy.address)
+    assert proxy.stats.connections == 1
+    assert shared_hub().proxies.isdisjoint({proxy})
+    proxy.stop()  # idempotent after it
+
+
+def test_stop_if_idle_declines_while_a_connection_is_open(echo_server):
+    proxy = Proxy(echo_server.address).start()
+    try:
+        with socket.create_connection(proxy.address, timeout=5) as held:
+            held.sendall(b"held")
+            assert read_exactly(held, 4) == b"held"
+            assert not proxy.stop_if_idle()
+            assert proxy.running
+            assert roundtrip(proxy.address, b"still") == b"still"
+            proxy.stop()  # the connection is closed and recorded before this returns
+            assert proxy.connections[0].ending is Ending.PROXY_STOPPED
+    finally:
+        proxy.stop()
+
+
+def test_stop_if_idle_before_the_hub_accepts_leaves_nothing_behind(echo_server):
+    shared_hub()
+    fds = _fds()
+    proxies = [Proxy(echo_server.address).start() for _ in range(100)]
+    for proxy in proxies:
+        assert proxy.stop_if_idle()
+    for proxy in proxies:
+        proxy.stop()  # waits, bounded, for what the hub had not done yet
+        assert proxy.stopped
+    assert shared_hub().proxies.isdisjoint(proxies)
+    wait_until(lambda: _fds() <= fds)

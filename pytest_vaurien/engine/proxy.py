@@ -384,8 +384,13 @@ class Proxy:
 
     @property
     def running(self) -> bool:
-        """True between ``start()`` and ``stop()``."""
-        return self._done is not None and not self._done.is_set()
+        """True between ``start()`` and ``stop()`` (or ``stop_if_idle()``)."""
+        return self._done is not None and not self._done.is_set() and not self._stop_asked
+
+    @property
+    def stopped(self) -> bool:
+        """True once a stop is done: the listener closed, every connection ended."""
+        return self._done is not None and self._done.is_set()
 
     def __repr__(self) -> str:
         return (
@@ -604,17 +609,7 @@ class Proxy:
         done, hub = self._done, self._hub
         if done is None or done.is_set() or hub is None:
             return
-        with self._lock:
-            first, self._stop_asked = not self._stop_asked, True
-        if first:
-            try:
-                if hub.in_thread():
-                    self._shut_down()
-                else:
-                    hub.call(self._shut_down)
-            except ProxyError:  # the hub is gone, and this proxy with it
-                done.set()
-                return
+        self._ask_to_stop(hub, done)
         if hub.in_thread():  # from a greenlet of the hub: waiting would block it
             return
         if not done.wait(timeout):
@@ -622,6 +617,37 @@ class Proxy:
                 f"{self.name} did not stop within {timeout:g}s; is a handler blocking "
                 f"the shared hub thread {HUB_THREAD_NAME!r}?{_BLOCKING_HINT}"
             )
+
+    def stop_if_idle(self) -> bool:
+        """Stop without waiting for the hub, when no connection is open.
+
+        Then nothing is left for stopping to close or record but the
+        listener, which the hub closes as soon as it gets to it: the caller
+        is spared the round trip to the hub's thread, most of what a test's
+        teardown would cost. Returns False, having done nothing, while
+        connections are open (``stop()`` waits until they are closed). A
+        later ``stop()`` waits, bounded, for the listener to be closed.
+        """
+        done, hub = self._done, self._hub
+        if done is None or hub is None or self._slots or hub.in_thread():
+            return False
+        if not done.is_set():
+            self._ask_to_stop(hub, done)
+        return True
+
+    def _ask_to_stop(self, hub: SharedHub, done: NativeEvent) -> None:
+        """Hand the hub this proxy's shutdown, once."""
+        with self._lock:
+            first, self._stop_asked = not self._stop_asked, True
+        if not first:
+            return
+        try:
+            if hub.in_thread():
+                self._shut_down()
+            else:
+                hub.call(self._shut_down)
+        except ProxyError:  # the hub is gone, and this proxy with it
+            done.set()
 
     def __enter__(self) -> Proxy:
         return self.start()

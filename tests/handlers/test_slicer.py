@@ -23,8 +23,10 @@ def test_slicer_delivers_many_small_pieces_intact(backend):
         pieces = read_chunks(sock)
     sizes = [len(piece) for piece in pieces]
     assert b"".join(pieces) == payload
-    assert len(sizes) >= 30, sizes
-    assert max(sizes) <= 40, sizes
+    # about 100 pieces 2 ms apart; a client that a loaded machine delays
+    # reads a few of them at once, never most of them
+    assert len(sizes) >= 20, sizes
+    assert sorted(sizes)[len(sizes) // 2] <= 20, sizes
     assert backend.reads[0] == [len(payload)] or len(backend.reads[0]) < 5  # requests whole
 
 
