@@ -276,7 +276,7 @@ def test_a_handler_blocking_the_hub_is_named_by_stop(echo_server):
         assert Blocking.entered.wait(5)
         with pytest.raises(ProxyError, match=r"did not stop within 0.5s; is a handler blocking"):
             proxy.stop(timeout=0.5)
-    wait_until(lambda: not proxy.running, timeout=10)
+    wait_until(lambda: proxy.stopped, timeout=10)
 
 
 def test_a_proxy_may_keep_no_records_but_still_counts(echo_server):

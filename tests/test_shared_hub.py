@@ -210,7 +210,7 @@ def test_start_and_stop_from_a_greenlet_of_the_hub(echo_server):
 
     shared_hub().spawn(in_hub)
     assert done.wait(5)
-    wait_until(lambda: not made[0].running)
+    wait_until(lambda: made[0].stopped)
 
 
 def test_a_forked_child_starts_a_hub_of_its_own(echo_server):
