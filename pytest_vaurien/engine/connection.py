@@ -140,6 +140,10 @@ class Connection:
         self._done = gevent.event.Event()
         self._helpers: list[gevent.Greenlet] = []
         self._randoms: dict[str, random.Random] = {}
+        #: Bytes the fast path had taken on for a direction but not yet sent
+        #: when the plan changed (its destination was full): the old chain's,
+        #: so they go out as they are, before the new chain's first chunk.
+        self._leftover: dict[bool, bytes] = {}
 
     @property
     def index(self) -> int:
@@ -226,6 +230,9 @@ class Connection:
         watcher = None
         outcome = "error"
         try:
+            leftover = self._leftover.pop(to_backend, b"")
+            if leftover:
+                (self.backend if to_backend else self.client).sendall(leftover)
             while True:
                 chain = self.chain()
                 if chain.transparent:
@@ -312,6 +319,10 @@ class Connection:
                     waiter.switch(True)
                 return
             for other in streams or ():
+                if result is True:  # the plan changed: what the other had taken on goes on
+                    leftover = other.leftover()
+                    if leftover:
+                        self._leftover[other.to_backend] = leftover
                 other.close()
             if isinstance(result, BaseException):
                 self.record_failure(result, stream.to_backend)

@@ -6,6 +6,12 @@ greenlet: a read watcher's callback reads what is there and sends it on at
 once, and a write watcher takes over only while the destination is full.
 No greenlet switch per chunk, one per connection at most.
 
+A direction that has moved more than ``SPLICE_AFTER`` bytes goes on with
+``os.splice`` through a pipe of its own (Linux): the bytes go from one
+socket to the other inside the kernel, never copied into Python objects.
+Short connections never pay for a pipe; a pipe that cannot be made (out of
+descriptors) leaves the direction on ``recv``/``send``.
+
 A :class:`Stream` is one direction. It ends (``on_end``) with ``False`` at
 EOF, ``True`` when the proxy's plan changed (the chunk just read is
 left in ``source.pending`` for the new chain), or the error it met.
@@ -13,6 +19,8 @@ left in ``source.pending`` for the new chain), or the error it met.
 
 from __future__ import annotations
 
+import fcntl
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -21,10 +29,16 @@ import gevent
 from pytest_vaurien.engine.endpoint import Endpoint
 from pytest_vaurien.records import ConnectionRecord
 
-__all__ = ["CHUNKS_PER_WAKEUP", "Stream", "raw_sockets"]
+__all__ = ["CHUNKS_PER_WAKEUP", "SPLICE_AFTER", "Stream", "raw_sockets"]
 
 #: Chunks one readiness callback moves before letting other connections run.
 CHUNKS_PER_WAKEUP = 16
+#: Bytes a direction moves by ``recv``/``send`` before it takes a pipe and
+#: splices (``None``: never, where ``os.splice`` is missing).
+SPLICE_AFTER: int | None = 256 * 1024 if hasattr(os, "splice") else None
+#: What a splicing direction's pipe holds (the kernel's default is 64 KiB).
+PIPE_SIZE = 256 * 1024
+_SPLICE_FLAGS = getattr(os, "SPLICE_F_NONBLOCK", 0) | getattr(os, "SPLICE_F_MOVE", 0)
 _READ, _WRITE = 1, 2
 
 
@@ -36,6 +50,20 @@ def raw_sockets(source: Any, dest: Any) -> tuple[Any, Any] | None:
     if raw_in is None or raw_out is None:  # pragma: no cover - other gevent internals
         return None
     return raw_in, raw_out
+
+
+def _pipe() -> tuple[int, int] | None:
+    """A non-blocking pipe for splicing, as large as the system lets us have
+    (``PIPE_SIZE``); ``None`` when none can be made (out of descriptors)."""
+    try:
+        read_end, write_end = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:  # past the per-user soft limit a larger pipe is refused: keep the default
+        fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
+    except OSError:
+        pass
+    return read_end, write_end
 
 
 class Stream:
@@ -62,22 +90,47 @@ class Stream:
         self._on_end = on_end
         self._unsent = b""
         self._loop = loop = gevent.get_hub().loop
-        self._reader = loop.io(raw[0].fileno(), _READ)
+        self._source_fileno: int = raw[0].fileno()
+        self._reader = loop.io(self._source_fileno, _READ)
         #: Made only once the destination is full (most connections never are).
         self._writer: Any = None
         self._dest_fileno: int = raw[1].fileno()
         self._ended = False
+        #: Bytes left before this direction splices; ``None``: it never will.
+        self._until_splice = SPLICE_AFTER
+        #: ``(read end, write end)`` once splicing, and the bytes in it.
+        self._pipe: tuple[int, int] | None = None
+        self._in_pipe = 0
+        self._on_read: Callable[[], None] = self._on_readable
+        self._on_write: Callable[[], None] = self._on_writable
+
+    @property
+    def splicing(self) -> bool:
+        """Whether this direction moves its bytes through a pipe by now."""
+        return self._pipe is not None
+
+    def leftover(self) -> bytes:
+        """Take out what this stream read but could not send yet (its
+        destination was full): the connection sends it before handing over."""
+        if self._pipe is not None:
+            return self._read_pipe()
+        data, self._unsent = self._unsent, b""
+        return data
 
     def start(self) -> None:
-        self._reader.start(self._on_readable)
+        self._reader.start(self._on_read)
 
     def close(self) -> None:
-        """Stop and free the watchers; the stream never calls back after this."""
+        """Stop and free the watchers and the pipe; the stream never calls back after this."""
         self._ended = True
         for watcher in (self._reader, self._writer):
             if watcher is not None:
                 watcher.stop()
                 watcher.close()
+        pipe, self._pipe = self._pipe, None
+        if pipe is not None:
+            os.close(pipe[0])
+            os.close(pipe[1])
 
     def _end(self, result: object) -> None:
         if not self._ended:
@@ -92,6 +145,13 @@ class Stream:
             self._record.bytes_to_backend += size
         else:
             self._record.bytes_to_client += size
+
+    def _wait_for_room(self) -> None:
+        """The destination is full: stop reading, write when it has room."""
+        self._reader.stop()
+        if self._writer is None:
+            self._writer = self._loop.io(self._dest_fileno, _WRITE)
+        self._writer.start(self._on_write)
 
     def _on_readable(self) -> None:
         # the per-chunk path of every transparent connection: locals only
@@ -125,11 +185,12 @@ class Stream:
                     record.bytes_to_client += sent
                 if sent < len(data):  # the destination is full: wait for room
                     self._unsent = data[sent:]
-                    self._reader.stop()
-                    if self._writer is None:
-                        self._writer = self._loop.io(self._dest_fileno, _WRITE)
-                    self._writer.start(self._on_writable)
+                    self._wait_for_room()
                     return
+                if self._until_splice is not None:
+                    self._until_splice -= sent
+                    if self._until_splice <= 0 and self._start_splicing():
+                        return
                 if len(data) < size:  # most likely drained: wait for more
                     return
         except BlockingIOError:
@@ -151,4 +212,96 @@ class Stream:
         self._unsent = self._unsent[sent:]
         if not self._unsent:
             self._writer.stop()
-            self._reader.start(self._on_readable)
+            self._reader.start(self._on_read)
+
+    # -- splicing: a bulk direction's bytes stay in the kernel ---------------
+
+    def _start_splicing(self) -> bool:
+        """Go on through a pipe from the next readiness on; False (and never
+        again) when no pipe can be had."""
+        self._until_splice = None
+        pipe = _pipe()
+        if pipe is None:
+            return False
+        self._pipe = pipe
+        self._on_read, self._on_write = self._on_splice_readable, self._on_splice_writable
+        if self._writer is not None:
+            self._writer.stop()
+            self._writer.close()
+            self._writer = None
+        self._reader.stop()
+        self._reader.start(self._on_read)
+        return True
+
+    def _on_splice_readable(self) -> None:
+        """Source to pipe to destination; the pipe is empty whenever this runs."""
+        assert self._pipe is not None
+        read_end, write_end = self._pipe
+        source, dest = self._source_fileno, self._dest_fileno
+        splice = os.splice
+        try:
+            for _ in range(CHUNKS_PER_WAKEUP):
+                try:
+                    size = splice(source, write_end, PIPE_SIZE, flags=_SPLICE_FLAGS)
+                except ConnectionResetError:
+                    self.source.was_reset = True
+                    raise
+                if not size:
+                    self.source.eof = True
+                    self._end(False)
+                    return
+                self._in_pipe = size
+                if not self._still_current():
+                    self._drain_pipe_into_pending()
+                    self._end(True)
+                    return
+                if not self._splice_out(read_end, dest):
+                    self._wait_for_room()
+                    return
+        except BlockingIOError:
+            return
+        except Exception as error:  # never leave an error in the hub: end the stream
+            self._end(error)
+
+    def _splice_out(self, read_end: int, dest: int) -> bool:
+        """Move what the pipe holds to the destination; False when it is full first."""
+        splice, in_pipe = os.splice, self._in_pipe
+        try:
+            while in_pipe:
+                try:
+                    sent = splice(read_end, dest, in_pipe, flags=_SPLICE_FLAGS)
+                except BlockingIOError:
+                    return False
+                except ConnectionResetError:
+                    self.dest.was_reset = True
+                    raise
+                in_pipe -= sent
+                self._count(sent)
+        finally:
+            self._in_pipe = in_pipe
+        return True
+
+    def _on_splice_writable(self) -> None:
+        assert self._pipe is not None
+        try:
+            if not self._splice_out(self._pipe[0], self._dest_fileno):
+                return
+        except Exception as error:
+            self._end(error)
+            return
+        self._writer.stop()
+        self._reader.start(self._on_read)
+
+    def _read_pipe(self) -> bytes:
+        """Take out what the pipe holds."""
+        assert self._pipe is not None
+        parts = []
+        while self._in_pipe:
+            part = os.read(self._pipe[0], self._in_pipe)
+            self._in_pipe -= len(part)
+            parts.append(part)
+        return b"".join(parts)
+
+    def _drain_pipe_into_pending(self) -> None:
+        """The plan changed with bytes in the pipe: they go to the new chain first."""
+        self.source.pending = self._read_pipe()
