@@ -178,58 +178,65 @@ class MysqlRequestFramer(SessionFramer[Session]):
                     break
             if end < 0:
                 break
-            self._packet(bytes(buf[pos:end]), seq, bytes(buf[end:]), events)
+            # what follows the packet is copied only if it switches to plain relay
+            self._packet(bytes(buf[pos:end]), seq, buf, end, events)
             pos = end
         if not self._opaque:
             del buf[:pos]
         return events
 
-    def _packet(self, message: bytes, seq: int, rest: bytes, events: list[Event]) -> None:
+    def _packet(
+        self, message: bytes, seq: int, buf: bytearray, end: int, events: list[Event]
+    ) -> None:
         first_seq = message[3]
         if len(message) == 4:
-            self._switch("MySQL: empty client packet", message + rest, events)
+            self._switch("MySQL: empty client packet", message + bytes(buf[end:]), events)
             return
         if self._phase == "auth" and first_seq == 0:
             self._phase = "command"
         if self._phase == "login":
-            self._login(message, rest, events)
+            self._login(message, buf, end, events)
         elif self._phase == "auth":
             fields = {"command": "Auth", "handshake": True, "_plan": "auth", "_seq": seq}
             events += [Head(message, MessageInfo("auth", fields)), End()]
         elif first_seq != 0:
             self._switch(
-                f"MySQL: client packet out of step (id {first_seq})", message + rest, events
+                f"MySQL: client packet out of step (id {first_seq})",
+                message + bytes(buf[end:]),
+                events,
             )
         else:
-            self._command(message, seq, rest, events)
+            self._command(message, seq, buf, end, events)
 
-    def _login(self, message: bytes, rest: bytes, events: list[Event]) -> None:
+    def _login(self, message: bytes, buf: bytearray, end: int, events: list[Event]) -> None:
         payload = message[4:]
         caps = int.from_bytes(payload[:2], "little")
         if caps & CLIENT_PROTOCOL_41:
             caps = int.from_bytes(payload[:4], "little")
         if caps & CLIENT_SSL:
-            self._switch("MySQL TLS", message + rest, events)
+            self._switch("MySQL TLS", message + bytes(buf[end:]), events)
             return
         extended = int.from_bytes(payload[28:32], "little") if caps & CLIENT_PROTOCOL_41 else 0
         if not caps & 1 and extended & MARIADB_CACHE_METADATA:
             # MariaDB's extended capabilities (CLIENT_MYSQL, bit 0, unset)
-            self._switch("MySQL: MariaDB metadata cache", message + rest, events)
+            self._switch("MySQL: MariaDB metadata cache", message + bytes(buf[end:]), events)
             return
         self.session.capabilities = caps
         fields: dict[str, Any] = {"command": "Login", "handshake": True, "_plan": "auth"}
         if caps & CLIENT_PROTOCOL_41 and len(payload) > 32:
-            end = payload.find(b"\0", 32)
-            fields["user"] = payload[32 : end if end >= 0 else None].decode("utf-8", "replace")
+            nul = payload.find(b"\0", 32)
+            fields["user"] = payload[32 : nul if nul >= 0 else None].decode("utf-8", "replace")
         fields["_seq"] = message[3]
         self._phase = "auth"
         events += [Head(message, MessageInfo("login", fields)), End()]
 
-    def _command(self, message: bytes, seq: int, rest: bytes, events: list[Event]) -> None:
+    def _command(
+        self, message: bytes, seq: int, buf: bytearray, end: int, events: list[Event]
+    ) -> None:
         code = message[4]
         known = COMMANDS.get(code)
         if known is None:
-            self._switch(f"MySQL command 0x{code:02X}", message + rest, events)
+            self._switch(f"MySQL command 0x{code:02X}", message + bytes(buf[end:]), events)
             return
         name, plan = known
         sql: str | None = None
