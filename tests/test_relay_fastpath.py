@@ -176,7 +176,10 @@ def test_a_live_change_while_the_client_is_full_loses_nothing(spliced):
     with EchoServer() as server, Proxy(server.address) as proxy:
         with socket.create_connection(proxy.address, timeout=10) as sock:
             sender = _send_all_then_half_close_later(sock, first)
-            wait_until(lambda: proxy.connections[0].bytes_to_backend > MB, timeout=10)
+            wait_until(
+                lambda: proxy.connections and proxy.connections[0].bytes_to_backend > MB,
+                timeout=10,
+            )
             proxy.set_behavior(name)
             sender.send_rest(second)
             echoed = read_until_eof(sock)

@@ -26,13 +26,15 @@ Rules of the road (design.md):
 
 from __future__ import annotations
 
+import _socket
 import contextvars
 import errno
 import random
 import socket
+import sys
 import traceback
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeAlias
 
 import gevent
 import gevent.event
@@ -53,6 +55,7 @@ from pytest_vaurien.records import ConnectionRecord, Ending, ExchangeRecord
 __all__ = [
     "EXHAUSTED",
     "HELPER_GRACE",
+    "INHERITS_NODELAY",
     "Connection",
     "Host",
     "ProxyDown",
@@ -66,6 +69,14 @@ EXHAUSTED = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 
 #: How long a connection's pumps and helpers get to unwind once it ends.
 HELPER_GRACE = 0.5
+
+#: Linux gives an accepted socket the listener's ``TCP_NODELAY``: the proxy
+#: sets it on the listener, and once, not per connection, for the client side.
+INHERITS_NODELAY = sys.platform.startswith("linux")
+
+#: A side's socket: the plain OS one on the fast path, a gevent one once a
+#: handler or a pump needs it.
+AnySocket: TypeAlias = _socket.socket | gevent.socket.socket
 
 
 class Host(ProxyInfo, Protocol):
@@ -120,8 +131,8 @@ class Connection:
     def __init__(
         self,
         host: Host,
-        client_sock: gevent.socket.socket,
-        backend_sock: gevent.socket.socket,
+        client_sock: AnySocket,
+        backend_sock: AnySocket,
         record: ConnectionRecord,
         unit: Unit,
     ) -> None:
@@ -384,6 +395,7 @@ class Connection:
             CONNECTION_RANDOM.set((self, "draw"))
             wire = self.host.plan.wire
             if wire is not None:  # faults per exchange: the framers cut the streams
+                self._green()
                 self.record.handler = wire.name
                 relay = self._relay = ExchangeRelay(self.host, self, wire)
                 pumps = relay.start()  # grows when a direction hands over to a pump
@@ -391,6 +403,7 @@ class Connection:
                 return
             if self.chain().transparent and self._relay_both_untouched():
                 return  # done without a pump (the finally block closes)
+            self._green()
             pumps = [
                 gevent.spawn(self.pump, to_backend)
                 for to_backend in (True, False)
@@ -418,6 +431,11 @@ class Connection:
                 gevent.joinall(helpers, timeout=HELPER_GRACE)
             finally:  # a kill (the proxy stopping) may land right here
                 self._close_sockets()
+
+    def _green(self) -> None:
+        """Both sides as gevent sockets, from here on: handlers and pumps wait on them."""
+        self.client.green()
+        self.backend.green()
 
     def _close_sockets(self) -> None:
         """Close both sides; a side whose peer reset gets the other one reset too.
@@ -452,11 +470,14 @@ class Slot:
     greenlets are doing, so that no descriptor outlives the proxy.
     """
 
-    __slots__ = ("greenlet", "record", "sockets")
+    __slots__ = ("client_sock", "greenlet", "record", "sockets")
 
-    def __init__(self, record: ConnectionRecord, client_sock: gevent.socket.socket) -> None:
+    def __init__(self, record: ConnectionRecord, client_sock: AnySocket) -> None:
         self.record = record
-        self.sockets = [client_sock]
+        self.client_sock = client_sock
+        #: What to close: the sockets, then the connection's endpoints (which
+        #: close whichever socket, plain or gevent, each side has by then).
+        self.sockets: list[AnySocket | Endpoint] = [client_sock]
         self.greenlet: gevent.Greenlet | None = None
 
     def abandon(self, ending: Ending) -> None:
@@ -469,7 +490,7 @@ class Slot:
 def serve_connection(host: Host, slot: Slot, unit: Unit) -> None:
     """Connect to the distant and relay; a refused connect resets the client."""
     record = slot.record
-    client_sock = slot.sockets[0]
+    client_sock = slot.client_sock
     try:
         backend_sock = host.upstream.connect()
     except GreenletExit:
@@ -485,9 +506,11 @@ def serve_connection(host: Host, slot: Slot, unit: Unit) -> None:
         reset_socket(client_sock)
         return
     slot.sockets.append(backend_sock)
-    for sock in (client_sock, backend_sock):
+    for sock in (backend_sock,) if INHERITS_NODELAY else (client_sock, backend_sock):
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except OSError:
             pass
-    Connection(host, client_sock, backend_sock, record, unit).run()
+    connection = Connection(host, client_sock, backend_sock, record, unit)
+    slot.sockets = [connection.client, connection.backend]
+    connection.run()

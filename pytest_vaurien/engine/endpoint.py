@@ -1,10 +1,15 @@
 """One side of a connection as handlers see it: a gevent socket that counts.
 
 ``Endpoint`` matches :class:`pytest_vaurien.handlers.context.SocketView`.
+On the fast path it holds the plain non-blocking OS socket (no gevent
+socket, no watchers of its own: a connection relayed in loop callbacks never
+needs them); ``green()`` wraps it in a gevent socket the moment a handler
+or a pump does.
 """
 
 from __future__ import annotations
 
+import _socket
 import socket
 import struct
 from typing import Any
@@ -14,18 +19,28 @@ import gevent.socket
 from pytest_vaurien.handlers.context import Bytes, ConnectionView
 from pytest_vaurien.records import ConnectionRecord
 
-__all__ = ["Endpoint", "reset_socket"]
+__all__ = ["Endpoint", "os_socket", "reset_socket"]
 
 _LINGER_RESET = struct.pack("ii", 1, 0)
 
 
-def reset_socket(sock: gevent.socket.socket) -> None:
+def reset_socket(sock: _socket.socket | gevent.socket.socket) -> None:
     """Close ``sock`` with an RST (``SO_LINGER`` 0): the peer sees ECONNRESET."""
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
     except OSError:
         pass
     sock.close()
+
+
+def os_socket(sock: object) -> _socket.socket | None:
+    """The non-blocking OS socket: ``sock`` itself, or the one under a gevent
+    socket, where gevent has kept it for years (``_sock``); ``None`` if that
+    ever changes."""
+    if isinstance(sock, _socket.socket):
+        return sock
+    raw = getattr(sock, "_sock", None)
+    return raw if isinstance(raw, _socket.socket) else None
 
 
 class Endpoint:
@@ -47,7 +62,7 @@ class Endpoint:
 
     def __init__(
         self,
-        sock: gevent.socket.socket,
+        sock: _socket.socket | gevent.socket.socket,
         connection: ConnectionView,
         record: ConnectionRecord,
         is_client: bool,
@@ -60,7 +75,7 @@ class Endpoint:
         #: The peer of this side reset its connection (ECONNRESET): the relay
         #: resets the other side too, so a crash is not passed on as a clean EOF.
         self.was_reset = False
-        raw = getattr(sock, "_sock", None)
+        raw = os_socket(sock)
         #: The non-blocking OS socket's ``send``: gevent's ``sendall`` asks the
         #: kernel for the send buffer's size on every call, one system call a
         #: chunk more than a message needs.
@@ -68,6 +83,15 @@ class Endpoint:
         #: Bytes read but not yet handled (the fast path read them just as the
         #: plan changed); the next ``recv`` returns them first.
         self.pending = b""
+
+    def green(self) -> None:
+        """Make ``sock`` a gevent socket (handlers and pumps wait on it), if
+        it is still the plain one the fast path had."""
+        sock = self.sock
+        if isinstance(sock, _socket.socket):
+            self.sock = gevent.socket.socket(sock.family, sock.type, sock.proto, sock.detach())
+            raw = os_socket(self.sock)
+            self._raw_send = raw.send if raw is not None else None
 
     def recv(self, size: int, *flags: int) -> bytes:
         if self.pending:

@@ -26,7 +26,7 @@ from typing import Any
 
 import gevent
 
-from pytest_vaurien.engine.endpoint import Endpoint
+from pytest_vaurien.engine.endpoint import Endpoint, os_socket
 from pytest_vaurien.records import ConnectionRecord
 
 __all__ = ["CHUNKS_PER_WAKEUP", "SPLICE_AFTER", "Stream", "raw_sockets"]
@@ -43,10 +43,9 @@ _READ, _WRITE = 1, 2
 
 
 def raw_sockets(source: Any, dest: Any) -> tuple[Any, Any] | None:
-    """The non-blocking OS sockets under two gevent sockets, where gevent has
-    kept them for years (``_sock``); ``None`` if that ever changes."""
-    raw_in = getattr(source, "_sock", None)
-    raw_out = getattr(dest, "_sock", None)
+    """The non-blocking OS sockets of two sides, plain or under gevent
+    sockets; ``None`` if gevent ever keeps them elsewhere."""
+    raw_in, raw_out = os_socket(source), os_socket(dest)
     if raw_in is None or raw_out is None:  # pragma: no cover - other gevent internals
         return None
     return raw_in, raw_out

@@ -771,6 +771,8 @@ class Proxy:
         listener = _socket.socket(family, socket.SOCK_STREAM)
         try:
             listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            # accepted sockets inherit it (Linux): no setsockopt per connection
+            listener.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             listener.bind((self.host, self.port))
             listener.listen(LISTEN_BACKLOG)
             listener.setblocking(False)
@@ -802,8 +804,9 @@ class Proxy:
                     self.exhausted(error, f"accept on {format_address(self.address)}")
                 self._back_off()
                 return
-            try:
-                client_sock = gevent.socket.socket(family, socket.SOCK_STREAM, 0, fd)
+            try:  # a plain socket: the fast path needs no gevent one (Endpoint.green)
+                client_sock = _socket.socket(family, socket.SOCK_STREAM, 0, fd)
+                client_sock.setblocking(False)
             except OSError:  # pragma: no cover - the descriptor is valid
                 os.close(fd)
                 continue
