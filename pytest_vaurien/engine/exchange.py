@@ -22,8 +22,9 @@ no rule) and no one reads the exchange records (the ``vaurien`` command),
 an exchange costs no record and no decision: it is counted (its ordinal) and
 paired with its reply through a :class:`_PlainRun`, one entry in the queue
 for any number of such exchanges in a row; and a framer that can (Redis,
-PostgreSQL's simple queries) cuts a whole pipeline into one :class:`Batch` in
-one pass. The plan is read once per chunk read, which is when a per-unit loop
+PostgreSQL's queries and extended protocol) cuts a whole pipeline into one
+:class:`Batch` in one pass (PostgreSQL's may hold requests that are no unit,
+a Sync: its ``units`` says how many ordinals it takes). The plan is read once per chunk read, which is when a per-unit loop
 would have read it too. A chunk's events are handled in one loop that takes
 the plain path's (a batch, a plain head, an end) by their exact type first;
 and the random source handlers draw from is set only when a unit is decided
@@ -370,10 +371,13 @@ class ExchangeRelay:
                 head.count if type(head) is _PlainRun else 0
             )
 
-    def _relay_plain(self, count: int, data: bytes, info: MessageInfo | None) -> None:
-        """``count`` requests relayed untouched, with no record: counted,
-        queued for their replies as one run, forwarded."""
-        self.host.next_ordinals(count)
+    def _relay_plain(
+        self, count: int, data: bytes, info: MessageInfo | None, units: int = 1
+    ) -> None:
+        """``count`` requests relayed untouched, with no record: counted
+        (``units`` of them: a batch may hold requests that are no unit, such
+        as PostgreSQL's Sync), queued for their replies as one run, forwarded."""
+        self.host.next_ordinals(units)
         pending = self.pending
         if pending and isinstance(pending[-1], _PlainRun):
             pending[-1].count += count
@@ -384,6 +388,12 @@ class ExchangeRelay:
         else:
             self.replies.expect(info)
         self.to_backend.add(data)
+
+    def _relay_batch(self, batch: Batch) -> None:
+        """A batch of requests, decided with its chunk: relayed. Its units are
+        ``count``, or ``units`` when the protocol says how many of the
+        requests are units (PostgreSQL: a Sync is none)."""
+        self._relay_plain(batch.count, batch.data, None, getattr(batch, "units", batch.count))
 
     def _batch_answered(self, batch: Batch) -> None:
         """``batch``'s replies answer as many requests of the plain run first in line."""
@@ -417,8 +427,8 @@ class ExchangeRelay:
         add = self.to_backend.add
         for index, event in enumerate(events):
             kind = type(event)
-            if kind is Batch:  # decided with the chunk: relayed
-                self._relay_plain(event.count, event.data, None)  # type: ignore[union-attr]
+            if isinstance(event, Batch):  # decided with the chunk: relayed
+                self._relay_batch(event)
             elif (
                 kind is Head and self._quick and event.info.fields.keys().isdisjoint(_NOT_PLAIN)  # type: ignore[union-attr]
             ):
@@ -460,7 +470,7 @@ class ExchangeRelay:
                 self.to_backend.add(event.data)
             return True
         if isinstance(event, Batch):  # decided with the chunk: relayed
-            self._relay_plain(event.count, event.data, None)
+            self._relay_batch(event)
             return True
         if isinstance(event, Switched):
             self._plain(f"client side: {event.reason}")
@@ -676,7 +686,7 @@ class ExchangeRelay:
             self.incoming = event.exchange
             return self._request_head(event.exchange, event.event)
         if isinstance(event, Batch):  # decided with its chunk: relayed
-            self._relay_plain(event.count, event.data, None)
+            self._relay_batch(event)
             return True
         if isinstance(event, Head):
             fields = event.info.fields

@@ -25,6 +25,7 @@ TLS) seen on one side; the request framer reads them.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from pytest_vaurien.protocols import postgresql_match
@@ -47,7 +48,14 @@ from pytest_vaurien.protocols.postgresql_replies import (
     message_header,
 )
 
-__all__ = ["PROTOCOL", "PgRequestFramer", "PgResponseFramer", "PostgresqlProtocol", "Session"]
+__all__ = [
+    "PROTOCOL",
+    "PgRequestFramer",
+    "PgResponseFramer",
+    "PostgresqlProtocol",
+    "RequestBatch",
+    "Session",
+]
 
 SSL_REQUEST = 80877103
 GSSENC_REQUEST = 80877104
@@ -56,7 +64,9 @@ MAX_STARTUP = 10000  # the server's MAX_STARTUP_PACKET_LENGTH
 SUMMARY_WIDTH = 40
 
 _CLIENT_TYPES = frozenset(b"QPBDECSHFXp")
-_Q = ord("Q")
+#: What a batch of requests is made of (the others are framed one by one).
+_BATCHED = frozenset(b"QPBDECSH")
+_Q, _P, _B, _D, _E, _C, _S, _H = b"QPBDECSH"
 
 #: Request messages no Execute followed, by their first plan letter (plans: postgresql_replies).
 _NAMES = {"P": "Parse", "B": "Bind", "S": "Describe", "O": "Describe", "C": "Close"}
@@ -88,24 +98,38 @@ def _shorten(sql: str) -> str:
     return (cut[:space] if space > 0 else cut).rstrip() + " ..."
 
 
+@dataclass(frozen=True)
+class RequestBatch(Batch):
+    """A :class:`Batch` of requests of which not all are units: ``count``
+    requests the server owes a reply (what pairs them with their replies:
+    queries, Execute groups, Syncs, Flushes, Parse or Bind groups no Execute
+    followed), ``units`` of them units (queries and Executes: each takes an
+    ordinal); the others are relayed outside the rules, as one by one."""
+
+    units: int = 0
+
+
 class PgRequestFramer(Framer):
     """Cuts the client's stream into startup, queries, Execute groups and the rest.
 
     With :attr:`batch` set (by the engine, feed by feed), a run of simple
-    Query messages leaves as one :class:`Batch`: cut in one pass, with no
-    summary, fields or transaction state made for each (no one reads them
-    when every unit is relayed untouched and no record is kept).
+    queries and extended-protocol messages leaves as one
+    :class:`RequestBatch`: cut in one pass, with no summary, fields or
+    transaction state made for each (no one reads them when every unit is
+    relayed untouched and no record is kept). The statement names are still
+    mapped to their SQL, and the plans of the replies owed go to the
+    response framer through the session.
     """
 
     def __init__(self, session: Session) -> None:
         super().__init__(session)
-        #: Emit runs of simple queries as one :class:`Batch` each.
+        #: Emit runs of queries and extended-protocol messages as batches.
         self.batch = False
         self._startup = True
         self._held: list[bytes] = []  # Parse/Bind/Describe/Close waiting for what follows
         self._plan = ""  # their plan letters
-        self._statements: dict[str, str] = {}  # prepared statement name -> SQL
-        self._portals: dict[str, str] = {}  # portal name -> statement name
+        self._statements: dict[bytes, bytes] = {}  # prepared statement name -> SQL
+        self._portals: dict[bytes, bytes] = {}  # portal name -> statement name
         self._recent: list[dict[str, Any]] = []  # fields of this feed's requests, in order
         self._skipping = False  # the proxy answered an Execute: skip until Sync
 
@@ -158,11 +182,8 @@ class PgRequestFramer(Framer):
                 break
             if n - pos <= length:
                 break
-            if kind == _Q and self.batch and not self._held and not self._skipping:
-                end, count = _queries(buf, pos + 1 + length, n)
-                whole = buf if pos == 0 and end == n and isinstance(buf, bytes) else None
-                events.append(Batch(whole or bytes(buf[pos:end]), count))
-                pos = end
+            if self.batch and kind in _BATCHED and not self._skipping:
+                pos = self._batch(buf, pos, n, events)
                 continue
             self._message(chr(kind), bytes(buf[pos : pos + 1 + length]), events)
             pos += 1 + length
@@ -215,8 +236,9 @@ class PgRequestFramer(Framer):
         if kind in "PBDC":
             self._hold(kind, message)
         elif kind == "E":
-            portal, _ = cstring(message, 5)
-            sql = self._statements.get(self._portals.get(portal, "\0"), "")
+            portal = message[5 : _nul(message, 5)]
+            raw = self._statements.get(self._portals.get(portal, b"\0"), b"")
+            sql = raw.decode("utf-8", "replace")
             fields = self._unit("execute", sql)
             data = b"".join(self._held) + message
             fields["_plan"] = self._plan + "E"
@@ -250,18 +272,87 @@ class PgRequestFramer(Framer):
                 name, what = ("Flush", "flush") if kind == "H" else ("Terminate", "terminate")
                 self._emit(message, name, {"kind": what, "handshake": True, "_plan": ""}, events)
 
+    def _batch(self, buf: bytes | bytearray, pos: int, n: int, events: list[Event]) -> int:
+        """Frame in one pass the run of whole queries and extended-protocol
+        messages from ``pos`` as :meth:`_message` would one by one: the
+        requests owed a reply go out as one :class:`RequestBatch` (their
+        plans to the session), the Parse/Bind/Describe/Close messages after
+        the last of them are held, as there, until what follows says what
+        they are; returns where the run ends (a message it does not take,
+        malformed ones included, is left to :meth:`_message`).
+        """
+        data = buf if type(buf) is bytes else bytes(buf)  # names are sliced as bytes
+        statements, portals = self._statements, self._portals
+        plans = self.session.batched
+        owed = len(plans)
+        units = 0
+        plan = self._plan  # the letters of the group waiting for what follows
+        start = done = pos  # done: where the last request owed a reply ends
+        while n - pos >= 5:
+            kind, length = message_header(data, pos)
+            end = pos + 1 + length
+            if kind not in _BATCHED or not 4 <= length <= MAX_MESSAGE or n < end:
+                break
+            if kind == _E:
+                plans.append(plan + "E")
+                units += 1
+                plan = ""
+            elif kind == _S:
+                if plan:  # Parse/Bind... no Execute followed
+                    plans.append(plan)
+                    plan = ""
+                plans.append("Y")
+            elif kind in (_B, _P):
+                # a portal's statement, or a statement's SQL: by name
+                at = data.find(b"\0", pos + 5, end)
+                value = data.find(b"\0", at + 1, end)
+                if at < 0 or value < 0:
+                    break
+                if kind == _B:
+                    portals[data[pos + 5 : at]] = data[at + 1 : value]
+                    plan += "B"
+                else:
+                    statements[data[pos + 5 : at]] = data[at + 1 : value]
+                    plan += "P"
+            elif kind == _D:
+                plan += "S" if length > 4 and data[pos + 5] == _S else "O"
+            elif kind == _H:  # with the group before it, or alone: owed nothing
+                plans.append(plan)
+                plan = ""
+            elif kind == _C:
+                plan += "C"
+            else:  # a simple query
+                if plan:
+                    plans.append(plan)
+                    plan = ""
+                plans.append("Q")
+                units += 1
+            pos = end
+            if not plan:
+                done = end
+        if done > start:
+            whole = data[start:done]  # all of ``data``: not copied
+            if self._held:
+                whole = b"".join(self._held) + whole
+                self._held = []
+            events.append(RequestBatch(whole, len(plans) - owed, units))
+        if done < pos:
+            self._held.append(data[done:pos])
+        self._plan = plan
+        return pos
+
     def _unit(self, kind: str, sql: str) -> dict[str, Any]:
         return {"kind": kind, "sql": sql, "in_transaction": self.session.status != b"I"}
 
     def _hold(self, kind: str, message: bytes) -> None:
         """Parse, Bind, Describe, Close: remember names, and wait for what follows."""
         if kind == "P":
-            name, at = cstring(message, 5)
-            self._statements[name], _ = cstring(message, at)
+            at = _nul(message, 5)
+            self._statements[message[5:at]] = message[at + 1 : _nul(message, at + 1)]
             letter = "P"
         elif kind == "B":
-            portal, at = cstring(message, 5)
-            self._portals[portal], _ = cstring(message, at)
+            at = _nul(message, 5)
+            self._portals[message[5:at]] = message[at + 1 : _nul(message, at + 1)]
             letter = "B"
         else:
             letter = "C" if kind == "C" else "S" if message[5:6] == b"S" else "O"
@@ -295,18 +386,13 @@ class PgRequestFramer(Framer):
             self._skipping = True
 
 
-def _queries(buf: bytes | bytearray, pos: int, n: int) -> tuple[int, int]:
-    """Where the run of whole simple queries goes on to from the end of its
-    first one at ``pos``, and how many it holds; the messages the loop of
-    :meth:`PgRequestFramer.feed` would frame as queries one by one."""
-    count = 1
-    while n - pos >= 5:
-        kind, length = message_header(buf, pos)
-        if kind != _Q or not 4 <= length <= MAX_MESSAGE or n - pos <= length:
-            break
-        pos += 1 + length
-        count += 1
-    return pos, count
+def _nul(data: bytes | bytearray, start: int, end: int | None = None) -> int:
+    """Where the NUL ending the string at ``start`` is (``end``, or the end
+    of ``data``, if none is: as :func:`cstring`)."""
+    at = data.find(b"\0", start, end)
+    if at < 0:
+        return len(data) if end is None else end
+    return at
 
 
 def _skip(fields: dict[str, Any]) -> None:

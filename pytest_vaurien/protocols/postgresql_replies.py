@@ -42,7 +42,13 @@ _ASYNC = frozenset(b"NAS")
 END = End()
 #: What a reply to a simple query is made of; ReadyForQuery ends it.
 _SIMPLE = frozenset(b"TDCEINASZ")
-_C, _E, _I, _Z = b"CEIZ"
+_C, _E, _I, _Z, _t = b"CEIZt"
+#: What replies to batched requests are framed of in one pass: a simple
+#: query's, and the extended protocol's (ParseComplete, BindComplete,
+#: CloseComplete, ParameterDescription, NoData, PortalSuspended...).
+_PLAIN_REPLY = frozenset(b"123tnsTDCEINASZ")
+#: What ends an Execute's reply.
+_ROWS_END = frozenset(b"CIs")
 #: A message's type and length, read in one call (both framers).
 message_header = struct.Struct(">BI").unpack_from
 
@@ -58,13 +64,16 @@ message_header = struct.Struct(">BI").unpack_from
 class Session:
     """What the two framers of one connection share."""
 
-    __slots__ = ("status", "switched")
+    __slots__ = ("batched", "status", "switched")
 
     def __init__(self) -> None:
         #: The last ReadyForQuery's transaction status: I, T or E.
         self.status = b"I"
         #: Why the connection is plain relay now (seen by either framer).
         self.switched: str | None = None
+        #: The plans of the requests the request framer emitted in batches,
+        #: which the engine has not yet said it expects (:meth:`PgResponseFramer.expect_plain`).
+        self.batched: deque[str] = deque()
 
 
 def cstring(body: bytes, start: int) -> tuple[str, int]:
@@ -83,9 +92,9 @@ class PgResponseFramer(Framer):
     """Cuts the server's stream into the replies the requests are owed.
 
     With :attr:`batch_limit` set (by the engine, feed by feed), up to that
-    many whole replies to simple queries leave as :class:`Batch` events
-    (replies to requests relayed untouched with no record: no one reads
-    their summaries).
+    many whole replies to batched requests (simple queries, Execute groups,
+    Syncs...) leave as :class:`Batch` events (replies to requests relayed
+    untouched with no record: no one reads their summaries).
     """
 
     def __init__(self, session: Session) -> None:
@@ -107,8 +116,14 @@ class PgResponseFramer(Framer):
         self._queue.append(plan if isinstance(plan, str) else "Q")
 
     def expect_plain(self, count: int) -> None:
-        """The next ``count`` requests were simple queries in a :class:`Batch`."""
-        self._queue.extend("Q" * count)
+        """The next ``count`` requests came in a :class:`Batch`: their plans
+        are the next ``count`` the request framer left in the session."""
+        batched = self.session.batched
+        if len(batched) == count:  # most often: the engine expects each batch as it comes
+            self._queue.extend(batched)
+            batched.clear()
+        else:
+            self._queue.extend([batched.popleft() for _ in range(count)])
 
     def feed(self, data: bytes) -> list[Event]:
         """Events for ``data``; ``b""`` is the server's EOF. Never raises."""
@@ -118,6 +133,15 @@ class PgResponseFramer(Framer):
         if self.session.switched is not None:  # the client side switched (CancelRequest)
             self._switch(self.session.switched, bytes(self._buf) + bytes(data), events)
             return events
+        buf = self._buf
+        if data and not buf and self.batch_limit and self._plan is None:
+            # replies to batched requests, whole: framed at once, no summary
+            done = self._plain_replies(data, events)
+            if done:
+                if done == len(data):
+                    self._idle(events)
+                    return events
+                data = data[done:]
         self._idle(events)
         if not data:
             if self._plan is not None:
@@ -125,7 +149,6 @@ class PgResponseFramer(Framer):
             if self._buf:
                 self._switch("PostgreSQL: closed mid-message", bytes(self._buf), events)
             return events
-        buf = self._buf
         if not buf:  # replies to simple queries, whole: framed at once
             done = self._simple_replies(data, events)
             if done == len(data):
@@ -187,13 +210,6 @@ class PgResponseFramer(Framer):
             and not self._parts
             and not self._opaque
         ):
-            if self.batch_limit:
-                end = self._plain_replies(data, pos, events)
-                if end == pos:
-                    return pos
-                pos = end
-                self._idle(events)
-                continue
             at = pos
             summary: str | None = None
             head_end = 0
@@ -230,33 +246,78 @@ class PgResponseFramer(Framer):
             self._idle(events)
         return pos
 
-    def _plain_replies(self, data: bytes, pos: int, events: list[Event]) -> int:
-        """Up to :attr:`batch_limit` whole replies to simple queries from
-        ``pos``, as one :class:`Batch`; returns where they end (``pos`` if
-        none is whole). The replies :meth:`_simple_replies` would frame,
-        with no summary made."""
-        n, start, count, limit = len(data), pos, 0, self.batch_limit
+    def _plain_replies(self, data: bytes, events: list[Event]) -> int:
+        """Up to :attr:`batch_limit` whole replies to batched requests at the
+        start of ``data``, as one :class:`Batch`; returns where they end (0
+        if none is whole). The replies :meth:`_message` would frame one
+        message at a time, with no summary made: it is followed step by step
+        (the plans), and so are the transaction state (each ReadyForQuery)
+        and the skip after an ErrorResponse until Sync's ReadyForQuery.
+
+        Only the messages of queries and of the extended protocol's replies
+        (:data:`_PLAIN_REPLY`); a reply with anything else (COPY, a function
+        call's) is left, from its first byte, to the message-by-message path.
+        """
+        n, pos, count, limit = len(data), 0, 0, self.batch_limit
         queue = self._queue
-        ready = -1  # where the last ReadyForQuery starts
-        while count < limit and queue and queue[0] == "Q":
+        skipping = self._skipping
+        status = b""
+        while count < limit and queue:
+            plan = queue[0]
+            if not plan or (skipping and plan != "Y"):  # owed nothing, or skipped
+                queue.popleft()
+                count += 1
+                continue
             at, end = pos, -1
-            while n - at >= 5:
-                kind, length = message_header(data, at)
-                if kind not in _SIMPLE or length < 4 or n - at <= length:
-                    break
-                if kind == _Z:
-                    ready, end = at, at + 1 + length
-                    break
-                at += 1 + length
-            if end < 0:  # no ReadyForQuery: not whole
+            if plan == "Q":  # a simple query's: until ReadyForQuery
+                while n - at >= 5:
+                    kind, length = message_header(data, at)
+                    if kind not in _SIMPLE or length < 4 or n - at <= length:
+                        break
+                    if kind == _Z:
+                        status, end = data[at + 5 : at + 6], at + 1 + length
+                        break
+                    at += 1 + length
+            else:
+                step, steps = 0, len(plan)
+                while n - at >= 5:
+                    kind, length = message_header(data, at)
+                    if kind not in _PLAIN_REPLY or length < 4 or n - at <= length:
+                        break
+                    after = at + 1 + length
+                    letter = plan[step] if step < steps else "Q"
+                    if kind == _E:
+                        if letter not in "QY":  # the server skips until Sync
+                            skipping, end = True, after
+                            break
+                    elif kind == _Z:
+                        status, end = data[at + 5 : at + 6], after
+                        skipping = False
+                        break
+                    elif (
+                        kind in _ASYNC
+                        or letter in "QY"
+                        or (letter == "E" and kind not in _ROWS_END)
+                        or (letter == "S" and kind == _t)
+                    ):
+                        pass  # rows, notices, a ParameterDescription: more to come
+                    else:
+                        step += 1
+                        if step >= steps:
+                            end = after
+                            break
+                    at = after
+            if end < 0:  # not whole
                 break
             pos = end
             count += 1
             queue.popleft()
+        self._skipping = skipping
+        if status:
+            self.session.status = status
         if count:
-            self.session.status = data[ready + 5 : ready + 6]
             self.batch_limit -= count
-            events.append(Batch(data if start == 0 and pos == n else data[start:pos], count))
+            events.append(Batch(data if pos == n else data[:pos], count))
         return pos
 
     def _idle(self, events: list[Event]) -> None:

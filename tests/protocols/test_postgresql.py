@@ -32,6 +32,7 @@ from pytest_vaurien.protocols.postgresql import (
     PROTOCOL,
     PgRequestFramer,
     PgResponseFramer,
+    RequestBatch,
     Session,
     shorten,
 )
@@ -132,7 +133,14 @@ def messages(events: Iterable[Event]) -> list[tuple[str, str, bytes]]:
 
 def exchange(up: Sequence[bytes], down: Sequence[bytes]) -> tuple[list[Event], list[Event]]:
     """Frame the client's chunks, expect every request framed, frame the server's."""
-    requests, replies = framers()
+    return exchange_with(up, down, framers())
+
+
+def exchange_with(
+    up: Sequence[bytes], down: Sequence[bytes], framed: tuple[PgRequestFramer, PgResponseFramer]
+) -> tuple[list[Event], list[Event]]:
+    """:func:`exchange` through these framers."""
+    requests, replies = framed
     sent = feed(requests, *up, b"")
     for info in heads(sent):
         replies.expect(info)
@@ -569,82 +577,30 @@ def test_whole_simple_replies_frame_as_message_by_message(monkeypatch: pytest.Mo
         assert shape(fast[what]) == shape(slow), what
 
 
-# -- the plain path: simple queries and their replies in batches ---------------------
+# -- the plain path: requests and their replies in batches ----------------------------
 
 
-def _cut(data: bytes, ends_with: int | None) -> list[bytes]:
-    """PostgreSQL messages (``ends_with`` None), or the runs of them that each
-    end with a message of that kind (a reply: ReadyForQuery)."""
-    out, at, start = [], 0, 0
-    while at < len(data):
-        end = at + 1 + int.from_bytes(data[at + 1 : at + 5], "big")
-        if ends_with is None or data[at] == ends_with:
-            out.append(data[start:end])
-            start = end
-        at = end
-    assert start == len(data)
-    return out
-
-
-def units(events: Iterable[Event], ends_with: int | None) -> list[tuple[Any, ...]]:
-    """One entry a request or reply: ``("batched", bytes)`` for each in a
-    :class:`Batch`, else ``(head info, interim, bytes)``; a switch as it is,
-    then the opaque bytes after it as one."""
-    out: list[tuple[Any, ...]] = []
-    current: list[Any] | None = None
-    for event in events:
-        if isinstance(event, Batch):
-            batched = _cut(event.data, ends_with)
-            assert len(batched) == event.count
-            out += [("batched", one) for one in batched]
-        elif isinstance(event, Head):
-            current = [event.info, event.interim, event.data]
-        elif isinstance(event, (Part, End)):
-            assert current is not None
-            current[2] += event.data
-            if isinstance(event, End):
-                out.append(tuple(current))
-                current = None
-        elif isinstance(event, Opaque) and out and out[-1][0] is Opaque:
-            out[-1] = (Opaque, out[-1][1] + event.data)  # however the bytes came
-        else:
-            out.append((type(event), event.data))
-    assert current is None
-    return out
-
-
-def same_units(fast: list[tuple[Any, ...]], slow: list[tuple[Any, ...]], plain: str) -> None:
-    """Unit by unit: a batched one is, on the general path, a unit of kind
-    ``plain`` with the same bytes that the engine relays as plain; the others
-    are the same events."""
-    assert len(fast) == len(slow)
-    for one, other in zip(fast, slow, strict=True):
-        if one[0] == "batched":
-            info, interim, data = other
-            assert not interim
-            assert data == one[1]
-            if plain:
-                assert info.fields["kind"] == plain
-                assert info.fields.keys().isdisjoint(("handshake", "substitute", "noreply"))
-        else:
-            assert one == other
-
-
-def plain_exchange(up: Sequence[bytes], down: Sequence[bytes]) -> tuple[list[Event], list[Event]]:
+def plain_exchange(
+    up: Sequence[bytes], down: Sequence[bytes], framed: tuple[PgRequestFramer, PgResponseFramer]
+) -> tuple[list[Event], list[Event], list[list[str]]]:
     """:func:`exchange` as the engine frames when every unit is relayed
     untouched and no one reads the records: requests with ``batch`` set, a
-    :class:`Batch` expected as plain queries, replies with ``batch_limit`` the
-    plain requests first in line (the engine's plain run)."""
-    requests, replies = framers()
+    batch's plans expected at once, replies with ``batch_limit`` the plain
+    requests first in line (the engine's plain run). Also returns the plans
+    each request batch left in the session."""
+    requests, replies = framed
     requests.batch = True
     line: deque[int | None] = deque()  # a plain run's count, or one request of its own
     sent: list[Event] = []
+    plans: list[list[str]] = []
     for chunk in [*up, b""]:
         for event in requests.feed(chunk):
             sent.append(event)
             count = 0
             if isinstance(event, Batch):
+                plans.append(list(requests.session.batched))
                 replies.expect_plain(event.count)
+                assert not requests.session.batched
                 count = event.count
             elif isinstance(event, Head):
                 replies.expect(event.info)
@@ -677,52 +633,196 @@ def plain_exchange(up: Sequence[bytes], down: Sequence[bytes]) -> tuple[list[Eve
                     line.popleft()
                 else:
                     line[0] -= 1
-    return sent, got
+    return sent, got, plans
 
 
-def _many_queries(times: int) -> tuple[bytes, bytes]:
-    """The first recorded connection with its simple queries sent ``times`` over."""
-    up, down, _ = CONNECTIONS[0]
-    first = up.index(b"Q")
+def entries(events: Iterable[Event]) -> list[tuple[Any, ...]]:
+    """One entry a batch (``("batch", event)``) or a request or reply framed
+    on its own (``(head info, interim, bytes)``); a switch as it is, then the
+    opaque bytes after it as one."""
+    out: list[tuple[Any, ...]] = []
+    current: list[Any] | None = None
+    for event in events:
+        if isinstance(event, Batch):
+            out.append(("batch", event))
+        elif isinstance(event, Head):
+            current = [event.info, event.interim, event.data]
+        elif isinstance(event, (Part, End)):
+            assert current is not None
+            current[2] += event.data
+            if isinstance(event, End):
+                out.append(tuple(current))
+                current = None
+        elif isinstance(event, Opaque) and out and out[-1][0] is Opaque:
+            out[-1] = (Opaque, out[-1][1] + event.data)  # however the bytes came
+        else:
+            out.append((type(event), event.data))
+    assert current is None
+    return out
+
+
+def same_entries(
+    fast: list[tuple[Any, ...]], slow: list[tuple[Any, ...]], plans: list[list[str]] | None
+) -> int:
+    """Entry by entry: a batch of ``count`` is, on the general path, that
+    many requests (or replies) in a row, none interim, with the same bytes
+    in all; for requests (``plans`` given), the same plans, and as many of
+    them units (no handshake: an ordinal each) as the batch says, the others
+    what the engine relays outside the rules; everything else the same
+    events. Returns how many entries went in batches."""
+    at = batched = 0
+    for one in fast:
+        if one[0] != "batch":
+            assert one == slow[at]
+            at += 1
+            continue
+        batch = one[1]
+        group = slow[at : at + batch.count]
+        at += batch.count
+        batched += batch.count
+        assert len(group) == batch.count
+        assert all(isinstance(info, MessageInfo) and not interim for info, interim, _ in group)
+        assert b"".join(data for _, _, data in group) == batch.data
+        if plans is None:
+            continue
+        infos = [info for info, _, _ in group]
+        assert [info.fields["_plan"] for info in infos] == plans.pop(0)
+        units = [info for info in infos if not info.fields.get("handshake")]
+        assert batch.units == len(units)
+        assert all(info.fields["kind"] in ("query", "execute") for info in units)
+        others = [info.fields for info in infos if info.fields.get("handshake")]
+        assert all(f["kind"] in ("sync", "flush", "extended") for f in others)
+        assert all(f.keys().isdisjoint(("substitute", "noreply", "skipped")) for f in others)
+    assert at == len(slow)
+    assert plans in (None, [])
+    return batched
+
+
+def _repeated(which: str, times: int) -> tuple[bytes, bytes]:
+    """A recorded connection with what came after its startup sent ``times``
+    over (it ends with a Terminate)."""
+    up, down = next((u, d) for u, d, what in CONNECTIONS if what == which)
+    first = up.index(STARTUP[4:]) + len(STARTUP) - 4
     ready = down.index(b"Z\0\0\0\x05I") + 6
-    return (
-        up[:first] + up[first:-5] * times + up[-5:],
-        down[:ready] + down[ready:] * times,
-    )
+    return up[:first] + up[first:-5] * times + up[-5:], down[:ready] + down[ready:] * times
 
 
-#: Recorded traffic, and a client sending many simple queries at once.
-_PLAIN_TRAFFIC = [*((up, down) for up, down, _ in CONNECTIONS), _many_queries(3)]
+#: Recorded traffic, and clients sending many simple queries, or pipelines, at once.
+_PLAIN_TRAFFIC = [
+    *((up, down) for up, down, _ in CONNECTIONS),
+    _repeated("simple queries", 3),
+    _repeated("pipeline mode", 3),
+]
 
 
 def test_the_plain_path_batches_simple_queries_and_their_replies() -> None:
     up, down, _ = CONNECTIONS[0]
     ready = down.index(b"Z\0\0\0\x05I") + 6
-    sent, got = plain_exchange([up], [down[:ready], down[ready:]])
-    assert [e.count for e in sent if isinstance(e, Batch)] == [7]  # the queries after the startup
+    sent, got, plans = plain_exchange([up], [down[:ready], down[ready:]], framers())
+    assert [(e.count, e.units) for e in sent if isinstance(e, RequestBatch)] == [(7, 7)]
+    assert plans == [["Q"] * 7]
     assert [e.count for e in got if isinstance(e, Batch)] == [7]
     assert joined(got) == down
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_the_plain_path_batches_an_extended_pipeline_with_its_syncs() -> None:
+    """psycopg's pipeline: two Executes, then Sync and Flush; then after an
+    error, the skip until Sync; every request owed a reply is in the batch,
+    the Executes alone are units."""
+    up, down = next((u, d) for u, d, what in CONNECTIONS if what == "pipeline mode")
+    first = up.index(STARTUP[4:]) + len(STARTUP) - 4
+    ready = down.index(b"Z\0\0\0\x05I") + 6
+    requests, replies = framers()
+    sent, got, plans = plain_exchange(
+        [up[:first], up[first:-5], up[-5:]], [down[:ready], down[ready:]], (requests, replies)
+    )
+    batches = [e for e in sent if isinstance(e, RequestBatch)]
+    assert [(b.count, b.units) for b in batches] == [(9, 5)]
+    assert plans == [["PBOE", "PBOE", "Y", "", "PBOE", "PBOE", "Y", "", "Q"]]
+    assert [e.count for e in got if isinstance(e, Batch)] == [9]
+    assert joined(got) == down
+    assert not replies._skipping
+    assert requests.session.status == b"I"
+
+
+def test_the_plain_path_keeps_the_statement_map_and_the_transaction_state() -> None:
+    """A statement prepared and a transaction begun while batching: the
+    first unit framed one by one afterwards (a rule was added) is matched on
+    that statement's SQL, inside the transaction."""
+    requests, replies = framers()
+    requests.batch = True
+    replies.expect(heads(requests.feed(STARTUP))[0])
+    replies.feed(READY)
+    update = "UPDATE accounts SET balance = 0"
+    sent = requests.feed(query("BEGIN") + parse(update, "s1") + SYNC + parse("SELECT 1", "s2"))
+    assert [(e.count, e.units) for e in sent if isinstance(e, RequestBatch)] == [(3, 1)]
+    replies.expect_plain(3)
+    replies.batch_limit = 3
+    got = replies.feed(complete("BEGIN") + msg(b"Z", b"T") + msg(b"1") + msg(b"Z", b"T"))
+    assert [e.count for e in got if isinstance(e, Batch)] == [3]
+    requests.batch = False  # a rule: units one by one again
+    [group, sync] = heads(requests.feed(bind("s1") + execute() + SYNC))
+    assert group.fields["sql"] == update
+    assert group.fields["in_transaction"] is True
+    assert group.fields["_plan"] == "PBE"  # the Parse of s2 held across the switch
+    assert parse_match({"sql": "^UPDATE", "in_transaction": True}, "m")(group)
+    assert sync.summary == "Sync"
+
+
+def test_held_messages_cross_from_one_by_one_to_batches() -> None:
+    requests, _ = framers()
+    requests.feed(STARTUP)
+    assert requests.feed(parse("SELECT 1") + bind()) == []
+    requests.batch = True
+    [batch] = requests.feed(DESCRIBE + execute() + SYNC)
+    assert isinstance(batch, RequestBatch)
+    assert (batch.data, batch.count, batch.units) == (
+        parse("SELECT 1") + bind() + DESCRIBE + execute() + SYNC,
+        2,
+        1,
+    )
+    assert list(requests.session.batched) == ["PBOE", "Y"]
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     which=st.integers(0, len(_PLAIN_TRAFFIC) - 1),
     up_cuts=st.lists(st.integers(0, 1 << 16), max_size=30),
     down_cuts=st.lists(st.integers(0, 1 << 16), max_size=30),
     by_reply=st.booleans(),
 )
-def test_batched_queries_and_replies_are_what_the_general_path_frames(
+def test_batched_requests_and_replies_are_what_the_general_path_frames(
     which: int, up_cuts: list[int], down_cuts: list[int], by_reply: bool
 ) -> None:
-    """Request by request and reply by reply, over real traffic split
-    anywhere (or where each reply ends, as a server sends them): a batched
-    query is a plain query of the general path, a batched reply the same
-    bytes, everything else the same events."""
+    """Request by request and reply by reply, over real traffic (simple
+    queries, the extended protocol, prepared statements, pipelines with an
+    error mid-way and several Syncs in flight) split anywhere, or where each
+    reply ends as a server sends them: the requests a batch holds are those
+    the general path frames, with the same plans and as many units; a
+    batch of replies the same bytes as the replies it stands for;
+    everything else the same events, and the transaction state the same."""
     up, down = _PLAIN_TRAFFIC[which]
-    slow = exchange([up], [down])
+    general = framers()
+    slow = exchange_with([up], [down], general)
     down_chunks = _reply_chunks(up, down) if by_reply else splits(down, down_cuts)
-    sent, got = plain_exchange(splits(up, up_cuts), down_chunks)
+    batched = framers()
+    sent, got, plans = plain_exchange(splits(up, up_cuts), down_chunks, batched)
     assert joined(sent) == up
     assert joined(got) == down
-    same_units(units(sent, None), units(slow[0], None), "query")
-    same_units(units(got, ord("Z")), units(slow[1], ord("Z")), "")
+    same_entries(entries(sent), entries(slow[0]), plans)
+    same_entries(entries(got), entries(slow[1]), None)
+    assert batched[0].session.status == general[0].session.status
+    assert batched[0]._statements == general[0]._statements
+    assert batched[0]._portals == general[0]._portals
+
+
+def test_whole_recorded_connections_go_mostly_in_batches() -> None:
+    """Fed whole, the recorded extended protocol goes nearly all in batches
+    (the check above would also hold if nothing were batched)."""
+    for what in ("pipeline mode", "raw extended protocol", "prepared statements"):
+        up, down = next((u, d) for u, d, w in CONNECTIONS if w == what)
+        slow = exchange([up], [down])
+        sent, got, plans = plain_exchange([up], _reply_chunks(up, down), framers())
+        requests = same_entries(entries(sent), entries(slow[0]), plans)
+        replies = same_entries(entries(got), entries(slow[1]), None)
+        assert requests == replies == len(entries(slow[0])) - 2 - (what != "raw extended protocol")

@@ -269,3 +269,66 @@ def test_the_plain_path_counts_units_and_follows_the_transaction_state(accounts:
         # 20 SELECTs and BEGIN (plain), the UPDATE, ROLLBACK, SELECT 3
         assert proxy.next_ordinal() == 25
     assert balance(accounts) == before
+
+
+@contextmanager
+def unrecorded(server: Server, **options: Any) -> Iterator[tuple[Proxy, psycopg.Connection[Any]]]:
+    """At ``100:dummy`` with no record kept (as the ``vaurien`` command): the
+    plain path, where requests and replies go in batches."""
+    with Proxy(server.distant, protocol="postgresql", keep_records=False) as proxy:
+        host, port = proxy.address
+        with psycopg.connect(
+            host=host, port=port, connect_timeout=10, **server.extra, **options
+        ) as conn:
+            yield proxy, conn
+
+
+def test_the_plain_path_relays_parameterized_queries_and_pipelines(accounts: Server) -> None:
+    """psycopg's server-side binding (Parse/Bind/Describe/Execute/Sync, then
+    prepared statements from the fifth run on), a pipeline with several
+    statements, and one that fails mid-way: right rows, right errors, and
+    only the Executes count as units (not the Syncs, Flushes and Parses)."""
+    with unrecorded(accounts, autocommit=True) as (proxy, conn):
+        for i in range(30):
+            assert conn.execute("SELECT %s::int * 2", (i,)).fetchone() == (i * 2,)
+        with conn.pipeline():
+            cursors = [conn.execute("SELECT %s::int + 1", (i,)) for i in range(10)]
+        assert [c.fetchone() for c in cursors] == [(i + 1,) for i in range(10)]
+
+        def failing() -> None:
+            with conn.pipeline():
+                conn.execute("SELECT %s::int", (1,))
+                conn.execute("SELECT 1 / %s::int", (0,))
+                conn.execute("SELECT %s::int", (2,))  # skipped by the server
+
+        with pytest.raises(psycopg.errors.DivisionByZero):
+            failing()
+        assert conn.execute("SELECT %s::text", ("after",)).fetchone() == ("after",)
+        # 30 + 10 + the two the server ran or failed + the one it skipped + 1
+        assert proxy.next_ordinal() == 30 + 10 + 3 + 1 + 1
+
+
+def test_a_rule_added_live_matches_a_statement_prepared_on_the_plain_path(
+    accounts: Server,
+) -> None:
+    """A statement prepared while every request went in batches, in a
+    transaction begun there too: a rule added afterwards matches its next
+    Execute (a Bind and an Execute of the statement's name, no Parse) by the
+    statement's SQL and by the transaction state, which the batches kept."""
+    update = "UPDATE accounts SET balance = balance + %s WHERE id = 1"
+    with unrecorded(accounts) as (proxy, conn):
+        before = balance(accounts)
+        for _ in range(3):
+            conn.execute(update, (0,), prepare=True)
+            conn.commit()
+        conn.execute(update, (0,), prepare=True)  # BEGIN, then the UPDATE: in a transaction
+        rule = proxy.add_rule(
+            Rule("error", match={"sql": "^UPDATE accounts", "in_transaction": True})
+        )
+        with pytest.raises(psycopg.errors.SerializationFailure, match="injected by vaurien"):
+            conn.execute(update, (1,), prepare=True)
+        conn.rollback()
+        assert (rule.matched, rule.fired) == (1, 1)
+        assert conn.execute("SELECT %s::int", (7,)).fetchone() == (7,)
+        conn.rollback()
+    assert balance(accounts) == before
