@@ -10,16 +10,24 @@ Work per feed is linear in the bytes fed: the search for the end of a head
 resumes where the last feed stopped, bodies are counted, not scanned, and a
 head that arrives whole is never copied into a buffer first. What a block of
 header fields says is cached: a client sends the same fields again and again.
+
+When the engine allows it (``batch`` on the request framer, ``batch_limit``
+on the response framer: the plan relays every request untouched and no one
+reads the exchange records), whole messages whose heads are plain - saying
+nothing but how long the body is - leave as one :class:`Batch` per run
+instead of a head and an end each: a dictionary look-up per message (a head
+is parsed once, the first time its bytes are seen), no event.
 """
 
 from __future__ import annotations
 
 import re
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from pytest_vaurien.protocols.base import (
+    Batch,
     End,
     Event,
     Framed,
@@ -90,6 +98,28 @@ _REQUESTS: dict[bytes, _Parsed] = {}
 _REPLIES: dict[tuple[bytes, str | None], _Parsed] = {}
 _CACHE_SIZE = 256  # field blocks remembered, each at most _CACHE_BLOCK characters
 _CACHE_BLOCK = 2048
+#: What a whole head (with its final blank line) says for a batch: the
+#: length of the body that follows, _CHUNKED, or _NOT_PLAIN (a head that
+#: switches, waits for 100 Continue, ends the connection, answers or is a
+#: HEAD, an interim reply, a body delimited by the close).
+_PLAIN_REQUESTS: dict[bytes, int] = {}
+_PLAIN_REPLIES: dict[bytes, int] = {}
+_CHUNKED, _NOT_PLAIN = -2, -1
+_PLAIN_HEAD = _CACHE_BLOCK + 4  # the longest head a batch takes
+_BLANK = b"\r\n\r\n"
+
+
+class _Plain:
+    """``count`` requests in a row that left in a :class:`Batch`: each answered
+    by one final reply framed as a ``GET``'s (one queue entry, not ``count``)."""
+
+    __slots__ = ("count",)
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+
+    def __repr__(self) -> str:
+        return f"<{self.count} plain>"
 
 
 class _Framer:
@@ -99,7 +129,7 @@ class _Framer:
     (at most :data:`MAX_HEAD` bytes); body bytes leave as soon as they arrive.
     """
 
-    __slots__ = ("_after", "_left", "_pending", "_scan", "_state", "_tstart")
+    __slots__ = ("_after", "_batching", "_left", "_pending", "_scan", "_state", "_tstart")
 
     _eof_reason = "closed mid-message"
 
@@ -110,9 +140,22 @@ class _Framer:
         self._scan = 0  # where the search for a blank line resumes, from the held bytes' start
         self._tstart = 0  # where the trailer section starts, from the held bytes' start
         self._after: str | None = None  # switch once the current message ends
+        #: Plain messages may leave in a :class:`Batch` (requests: True; replies:
+        #: how many more may). Set by the engine, chunk by chunk.
+        self._batching: int = 0
 
     def feed(self, data: bytes) -> list[Event]:
         """Events for ``data``; ``b""`` is the peer's EOF. Never raises."""
+        if self._batching and self._state == _HEAD and data and not self._pending:
+            # the common chunk: whole plain messages, and nothing held before them
+            end, count = self._plain(data, 0, len(data))
+            if count:
+                if end == len(data):
+                    return [Batch(data, count)]
+                events: list[Event] = [Batch(data[:end], count)]
+                more, self._pending = frame_held(self._pending, data[end:], self._run)
+                events += more
+                return events
         if self._state == _OPAQUE:
             return [Opaque(bytes(data))] if data else []
         if not data:
@@ -151,6 +194,12 @@ class _Framer:
             if state == _HEAD:
                 if pos >= n:
                     break
+                if self._batching and not self._scan:  # (a head half searched is not plain)
+                    end, count = self._plain(buf, pos, n)
+                    if count:
+                        events.append(Batch(bytes(buf[pos:end]), count))
+                        mark = pos = end
+                        continue
                 start = pos
                 if buf[start] in b"\r\n":  # RFC 9112 section 2.2: blank lines before a message
                     text = _TEXT.search(buf, start, start + MAX_LINE + 1)
@@ -254,25 +303,46 @@ class _Framer:
                 mark = upto
         return mark
 
+    def _plain(self, buf: bytes | bytearray, pos: int, n: int) -> tuple[int, int]:
+        """Where the run of whole plain messages from ``pos`` ends, and how many."""
+        raise NotImplementedError
+
     def _start_problem(self, first: bytes) -> str | None:
         """Why the first bytes of an incomplete head cannot start a message."""
         raise NotImplementedError
 
     def _head(self, raw: bytes) -> _Parsed | str:
-        """The parsed head (its bytes without the final blank line)."""
-        return self._message(raw.decode("latin-1").removesuffix("\r"))
-
-    def _message(self, text: str) -> _Parsed | str:
-        """The parsed head (start line and fields, no final blank line), or the problem."""
+        """The parsed head (its bytes without the final blank line), or the problem."""
         raise NotImplementedError
 
 
 class HttpRequestFramer(_Framer):
-    """Cuts a client's stream into requests (RFC 9112 sections 3, 6)."""
+    """Cuts a client's stream into requests (RFC 9112 sections 3, 6).
+
+    With :attr:`batch` set (by the engine, chunk by chunk), a run of whole
+    plain requests leaves as one :class:`Batch`: a ``GET``, ``DELETE``,
+    ``POST`` ... whose head says only how long its body is (none,
+    ``Content-Length``, chunked), and whose body is all there. Not
+    ``HEAD`` (its reply has no body: the response framer must know it),
+    ``CONNECT``, an Upgrade, ``Expect: 100-continue``, nor a request after
+    which the connection ends: those are framed one by one, as always.
+    """
 
     __slots__ = ()
 
     _eof_reason = "client closed mid-request"
+
+    @property
+    def batch(self) -> bool:
+        """Whether plain requests may leave in a :class:`Batch` (set by the engine)."""
+        return bool(self._batching)
+
+    @batch.setter
+    def batch(self, value: bool) -> None:
+        self._batching = value
+
+    def _plain(self, buf: bytes | bytearray, pos: int, n: int) -> tuple[int, int]:
+        return _plain_run(_PLAIN_REQUESTS, _plain_request, buf, pos, n, n)
 
     def _start_problem(self, first: bytes) -> str | None:
         nl = first.find(b"\n")
@@ -288,46 +358,15 @@ class HttpRequestFramer(_Framer):
         cached = _REQUESTS.get(raw)
         if cached is not None:
             return cached
-        parsed = self._message(raw.decode("latin-1").removesuffix("\r"))
-        if not isinstance(parsed, str) and self._after is None:
-            _remember(_REQUESTS, raw, parsed)
-        return parsed
-
-    def _message(self, text: str) -> _Parsed | str:
-        first, _, block = text.partition("\n")
-        line = _request_line(first.removesuffix("\r"))
-        if isinstance(line, str):
-            return line
-        method, target, major, minor = line
-        http10 = minor == "0"
-        facts = _facts(block, http10, True)
-        if isinstance(facts, str):
-            return facts
-        headers, connection, body, upgrade, expects_continue = facts
-        if method == "CONNECT":  # RFC 9110 section 9.3.6: no content; a tunnel follows
-            state, length = _NONE, 0
-            self._after = "HTTP CONNECT"
-        elif isinstance(body, str):
-            return body
+        parsed = _parse_request(raw.decode("latin-1").removesuffix("\r"))
+        if isinstance(parsed, str):
+            return parsed
+        head, after = parsed
+        if after is None:
+            _remember(_REQUESTS, raw, head)
         else:
-            state, length = body
-            if upgrade:
-                self._after = "HTTP Upgrade"
-        path, query = _split_target(target)
-        info = MessageInfo(
-            f"{method} {path}",
-            {
-                "method": method,
-                "target": target,
-                "path": path,
-                "query": query,
-                "version": f"HTTP/{major}.{minor}",
-                "headers": headers,
-                "keep_alive": "keep-alive" in connection if http10 else "close" not in connection,
-                "expects_continue": expects_continue,
-            },
-        )
-        return info, False, state, length
+            self._after = after
+        return head
 
 
 class HttpResponseFramer(_Framer):
@@ -336,6 +375,14 @@ class HttpResponseFramer(_Framer):
     Bytes that answer no expected request (an unsolicited ``408`` before the
     backend closes) are framed as a reply to a ``GET``, with the field
     ``unsolicited`` true; they never raise and never get lost.
+
+    With :attr:`batch_limit` set (by the engine, chunk by chunk), up to that
+    many whole final replies to requests that left in a :class:`Batch`
+    (:meth:`expect_plain`) leave as :class:`Batch` events, when their heads
+    are plain: not interim, not a switch, a body delimited by
+    ``Content-Length`` (or none: ``204``, ``304``) or chunked and all there.
+    A reply framed one by one to the engine's run counts against the limit
+    too: the limit is how many of the next final replies answer that run.
     """
 
     __slots__ = ("_expected",)
@@ -344,11 +391,43 @@ class HttpResponseFramer(_Framer):
 
     def __init__(self) -> None:
         super().__init__()
-        self._expected: deque[MessageInfo] = deque()
+        self._expected: deque[MessageInfo | _Plain] = deque()
+
+    @property
+    def batch_limit(self) -> int:
+        """How many of the next final replies may leave in :class:`Batch` events."""
+        return self._batching
+
+    @batch_limit.setter
+    def batch_limit(self, value: int) -> None:
+        self._batching = value
 
     def expect(self, request: MessageInfo) -> None:
         """The next request the client sent, which the next final reply answers."""
         self._expected.append(request)
+
+    def expect_plain(self, count: int) -> None:
+        """The next ``count`` requests left in a :class:`Batch`: plain, not ``HEAD``."""
+        expected = self._expected
+        if expected and type(expected[-1]) is _Plain:
+            expected[-1].count += count
+        else:
+            expected.append(_Plain(count))
+
+    def _plain(self, buf: bytes | bytearray, pos: int, n: int) -> tuple[int, int]:
+        expected = self._expected
+        head = expected[0] if expected else None
+        if type(head) is not _Plain:
+            return pos, 0
+        end, count = _plain_run(
+            _PLAIN_REPLIES, _plain_reply, buf, pos, n, min(self._batching, head.count)
+        )
+        if count:
+            self._batching -= count
+            head.count -= count
+            if not head.count:
+                expected.popleft()
+        return end, count
 
     def _start_problem(self, first: bytes) -> str | None:
         nl = first.find(b"\n")
@@ -361,62 +440,248 @@ class HttpResponseFramer(_Framer):
         """Parsed once per distinct head and method it answers (``HEAD`` and
         ``CONNECT`` change what follows), as requests are."""
         expected = self._expected
-        method = expected[0].fields.get("method", "GET") if expected else None
+        request = expected[0] if expected else None
+        if request is None:
+            method = None
+        elif isinstance(request, _Plain):  # a batched request: not HEAD, not CONNECT
+            method = "GET"
+        else:
+            method = request.fields.get("method", "GET")
         key = (raw, method)
         cached = _REPLIES.get(key)
-        if cached is not None:
-            if not cached[1] and expected:  # a final reply answers its request
+        if cached is None:
+            parsed = _parse_reply(raw.decode("latin-1").removesuffix("\r"), method)
+            if isinstance(parsed, str):
+                return parsed
+            cached, after = parsed
+            if after is None:
+                _remember(_REPLIES, key, cached)
+            else:
+                self._after = after
+        if not cached[1] and request is not None:  # a final reply answers its request
+            if self._batching:  # and counts against the batch limit (see the class)
+                self._batching -= 1
+            if isinstance(request, _Plain):
+                request.count -= 1
+                if not request.count:
+                    expected.popleft()
+            else:
                 expected.popleft()
-            return cached
-        parsed = self._message(raw.decode("latin-1").removesuffix("\r"))
-        if not isinstance(parsed, str) and self._after is None:
-            _remember(_REPLIES, key, parsed)
-        return parsed
+        return cached
 
-    def _message(self, text: str) -> _Parsed | str:
-        first, _, block = text.partition("\n")
-        line = _STATUS_LINE(first.removesuffix("\r"))
-        if line is None:
-            return "not an HTTP status line"
-        major, minor, code, reason = line.groups()
-        if major != "1":
-            return f"unsupported version HTTP/{major}.{minor}"
-        status = int(code)
-        if status < 100:
-            return "bad status code"
-        http10 = minor == "0"
-        facts = _facts(block, http10, False)
-        if isinstance(facts, str):
-            return facts
-        headers, connection, body, _, _ = facts
-        expected = self._expected
-        request = expected[0] if expected else None
-        method = request.fields.get("method", "GET") if request else "GET"
-        interim = status < 200 and status != 101  # RFC 9110 section 15.2: a final reply follows
-        if not interim and expected:
-            expected.popleft()
-        state, length = _NONE, 0  # RFC 9112 section 6.3 rules 1 and 2
-        if status == 101:
-            self._after = "HTTP 101 Switching Protocols"
-        elif method == "CONNECT" and 200 <= status < 300:
-            self._after = "HTTP CONNECT"
-        elif not (interim or method == "HEAD" or status in (204, 304)):
-            if isinstance(body, str):
-                return body
-            state, length = body
-        keep = "keep-alive" in connection if http10 else "close" not in connection
-        info = MessageInfo(
-            code,
-            {
-                "status": status,
-                "reason": reason or "",
-                "version": f"HTTP/{major}.{minor}",
-                "headers": headers,
-                "keep_alive": keep and state != _UNTIL_CLOSE,
-                "unsolicited": request is None,
-            },
-        )
-        return info, interim, state, length
+
+def _parse_request(text: str) -> tuple[_Parsed, str | None] | str:
+    """A request head (no final blank line): what it says and what it switches
+    to once it ends (``CONNECT``, an Upgrade), or its problem."""
+    first, _, block = text.partition("\n")
+    line = _request_line(first.removesuffix("\r"))
+    if isinstance(line, str):
+        return line
+    method, target, major, minor = line
+    http10 = minor == "0"
+    facts = _facts(block, http10, True)
+    if isinstance(facts, str):
+        return facts
+    headers, connection, body, upgrade, expects_continue = facts
+    after = None
+    if method == "CONNECT":  # RFC 9110 section 9.3.6: no content; a tunnel follows
+        state, length = _NONE, 0
+        after = "HTTP CONNECT"
+    elif isinstance(body, str):
+        return body
+    else:
+        state, length = body
+        if upgrade:
+            after = "HTTP Upgrade"
+    path, query = _split_target(target)
+    info = MessageInfo(
+        f"{method} {path}",
+        {
+            "method": method,
+            "target": target,
+            "path": path,
+            "query": query,
+            "version": f"HTTP/{major}.{minor}",
+            "headers": headers,
+            "keep_alive": "keep-alive" in connection if http10 else "close" not in connection,
+            "expects_continue": expects_continue,
+        },
+    )
+    return (info, False, state, length), after
+
+
+def _parse_reply(text: str, method: str | None) -> tuple[_Parsed, str | None] | str:
+    """A reply head (no final blank line) answering a ``method`` request
+    (``None``: none is expected), what it switches to, or its problem."""
+    first, _, block = text.partition("\n")
+    line = _STATUS_LINE(first.removesuffix("\r"))
+    if line is None:
+        return "not an HTTP status line"
+    major, minor, code, reason = line.groups()
+    if major != "1":
+        return f"unsupported version HTTP/{major}.{minor}"
+    status = int(code)
+    if status < 100:
+        return "bad status code"
+    http10 = minor == "0"
+    facts = _facts(block, http10, False)
+    if isinstance(facts, str):
+        return facts
+    headers, connection, body, _, _ = facts
+    interim = status < 200 and status != 101  # RFC 9110 section 15.2: a final reply follows
+    state, length = _NONE, 0  # RFC 9112 section 6.3 rules 1 and 2
+    after = None
+    if status == 101:
+        after = "HTTP 101 Switching Protocols"
+    elif method == "CONNECT" and 200 <= status < 300:
+        after = "HTTP CONNECT"
+    elif not (interim or method == "HEAD" or status in (204, 304)):
+        if isinstance(body, str):
+            return body
+        state, length = body
+    keep = "keep-alive" in connection if http10 else "close" not in connection
+    info = MessageInfo(
+        code,
+        {
+            "status": status,
+            "reason": reason or "",
+            "version": f"HTTP/{major}.{minor}",
+            "headers": headers,
+            "keep_alive": keep and state != _UNTIL_CLOSE,
+            "unsolicited": method is None,
+        },
+    )
+    return (info, interim, state, length), after
+
+
+def _plain_run(
+    cache: dict[bytes, int],
+    learn: Callable[[bytes], int],
+    buf: bytes | bytearray,
+    pos: int,
+    n: int,
+    limit: int,
+) -> tuple[int, int]:
+    """Where the run of at most ``limit`` whole plain messages from ``pos``
+    ends, and how many it holds.
+
+    A head is plain when its bytes, final blank line included, are in
+    ``cache`` with what follows (``learn`` works it out the first time). A
+    cached head ends at its first blank line (it was cut there), so the
+    first ``\\r\\n\\r\\n`` from ``pos`` ends the head exactly where the
+    message-by-message framing would; a body is skipped by its length, a
+    chunked one walked as that framing walks it. The search for a head is
+    bounded: a head longer than a cached one cannot be plain.
+    """
+    count = 0
+    find = buf.find
+    while count < limit and pos < n:
+        found = find(_BLANK, pos, pos + _PLAIN_HEAD)
+        if found < 0:
+            break
+        end = found + 4
+        head = bytes(buf[pos:end])
+        body = cache.get(head)
+        if body is None:
+            body = learn(head)
+            if len(cache) >= _CACHE_SIZE:
+                cache.clear()
+            cache[head] = body
+        if body >= 0:
+            end += body
+            if end > n:
+                break
+        elif body == _CHUNKED:
+            end = _whole_chunked(buf, end)
+            if end < 0:
+                break
+        else:
+            break
+        pos = end
+        count += 1
+    return pos, count
+
+
+def _whole_chunked(buf: bytes | bytearray, pos: int) -> int:
+    """Where the chunked body from ``pos`` ends, if it is all in ``buf`` with
+    no trailer field; else -1 (the body is framed step by step instead).
+
+    The same steps as :meth:`_Framer._run` (RFC 9112 section 7.1)."""
+    find = buf.find
+    while True:
+        nl = find(b"\n", pos, pos + MAX_LINE)
+        if nl < 0:
+            return -1
+        size = buf[pos:nl].partition(b";")[0].strip(b" \t\r")
+        if not _HEX(size):
+            return -1
+        left = int(size, 16)
+        pos = nl + 1
+        if not left:  # the last chunk: an empty trailer section ends the body
+            if buf.startswith(b"\r\n", pos):
+                return pos + 2
+            if buf.startswith(b"\n", pos):
+                return pos + 1
+            return -1
+        pos += left
+        if buf.startswith(b"\r\n", pos):
+            pos += 2
+        elif buf.startswith(b"\n", pos):
+            pos += 1
+        else:  # (also when the chunk's data is not all there)
+            return -1
+
+
+def _plain_request(head: bytes) -> int:
+    """What a whole request head says for a batch (see :data:`_PLAIN_REQUESTS`)."""
+    parsed = _parse_head(head, _parse_request)
+    if parsed is None:
+        return _NOT_PLAIN
+    (info, _, state, length), after = parsed
+    fields = info.fields
+    if (
+        after is not None
+        or fields["method"] == "HEAD"
+        or fields["expects_continue"]
+        or not fields["keep_alive"]
+    ):
+        return _NOT_PLAIN
+    return _body_length(state, length)
+
+
+def _plain_reply(head: bytes) -> int:
+    """What a whole reply head says for a batch, as the answer to a ``GET``."""
+    parsed = _parse_head(head, lambda text: _parse_reply(text, "GET"))
+    if parsed is None:
+        return _NOT_PLAIN
+    (_, interim, state, length), after = parsed
+    if after is not None or interim:
+        return _NOT_PLAIN
+    return _body_length(state, length)
+
+
+def _parse_head(
+    head: bytes, parse: Callable[[str], tuple[_Parsed, str | None] | str]
+) -> tuple[_Parsed, str | None] | None:
+    """``head`` parsed as the framers parse it, if it is one head that
+    starts a message at once and ends at its first blank line."""
+    found = _HEAD_END.search(head)
+    if found is None or found.end() != len(head) or head[:1] in (b"\r", b"\n"):
+        return None
+    if len(head) > _PLAIN_HEAD:  # pragma: no cover - the search is bounded
+        return None
+    parsed = parse(head[: found.start()].decode("latin-1").removesuffix("\r"))
+    return None if isinstance(parsed, str) else parsed
+
+
+def _body_length(state: int, length: int) -> int:
+    if state == _NONE:
+        return 0
+    if state == _LENGTH:
+        return length
+    if state == _CHUNK_SIZE:
+        return _CHUNKED
+    return _NOT_PLAIN
 
 
 def _remember(cache: dict[Any, _Parsed], key: Any, parsed: _Parsed) -> None:

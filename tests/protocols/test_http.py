@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 from pytest_vaurien.errors import ConfigError
 from pytest_vaurien.protocols import http, wire_protocol
 from pytest_vaurien.protocols.base import (
+    Batch,
     End,
     Event,
     Head,
@@ -1135,3 +1136,283 @@ def test_an_upgrade_request_switches_every_time_it_comes() -> None:
         framer = HttpRequestFramer()
         events = framer.feed(head + b"frames")
         assert [type(event) for event in events] == [Head, End, Switched, Opaque]
+
+
+# -- batches: whole plain messages at once ------------------------------------
+
+
+def batching_requests() -> HttpRequestFramer:
+    framer = HttpRequestFramer()
+    framer.batch = True
+    return framer
+
+
+def forget_plain_heads() -> None:
+    http._PLAIN_REQUESTS.clear()
+    http._PLAIN_REPLIES.clear()
+
+
+def messages(events: Iterable[Event]) -> list[tuple[int, int, Head]]:
+    """Each whole message of a framing without batches: where it starts and
+    ends, and its head."""
+    out: list[tuple[int, int, Head]] = []
+    offset, start, head = 0, 0, None
+    for event in events:
+        if isinstance(event, Head):
+            start, head = offset, event
+        offset += len(event.data)
+        if isinstance(event, End) and head is not None:
+            out.append((start, offset, head))
+            head = None
+    return out
+
+
+def unbatched(events: Iterable[Event], general: list[Event]) -> list[tuple[Any, ...]]:
+    """The :func:`shape` of ``events``, each batch standing for the messages of
+    the one-by-one framing ``general`` it covers (it must start and end with
+    them), checked to be plain: not interim, not HEAD, no 100-continue, no end
+    of the connection."""
+    whole = messages(general)
+    starts = {start: index for index, (start, _, _) in enumerate(whole)}
+    out: list[tuple[Any, ...]] = []
+    offset = 0
+    for event in events:
+        if isinstance(event, Batch):
+            assert event.count > 0
+            first = starts[offset]  # a batch starts where a message starts
+            covered = whole[first : first + event.count]
+            assert len(covered) == event.count
+            assert covered[-1][1] == offset + len(event.data)  # and ends where its last ends
+            for start, end, head in covered:
+                fields = head.info.fields
+                assert not head.interim
+                if "method" in fields:
+                    assert fields["method"] not in ("HEAD", "CONNECT")
+                    assert fields["keep_alive"]
+                    assert not fields["expects_continue"]
+                out += [("head", start, head.data, head.info, head.interim), ("end", end)]
+        else:
+            for kind, *rest in shape([event]):  # shape counts from 0: move it here
+                out.append(
+                    (kind, *rest) if kind == "switched" else (kind, offset + rest[0], *rest[1:])
+                )
+        offset += len(event.data)
+    return out
+
+
+#: Exchanges a pooled client makes again and again: what batches are for.
+PLAIN = [
+    (
+        b"GET /item/1 HTTP/1.1\r\nHost: bench\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Type: text/plain\r\n\r\nok",
+    ),
+    (POST, b"HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n"),
+    (
+        b"DELETE /item/1 HTTP/1.1\r\nHost: bench\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + chunked(b"z" * 40, 16),
+    ),
+]
+NOISE = [b"", b"\x16\x03\x01\x02\x00", b"GET /half", b"HTTP/1.1 200 OK\r\nX: y", b"\x00\xff" * 8]
+
+#: Pipelines of plain and other exchanges, perhaps an upgrade among them (the
+#: rest is then opaque), perhaps bytes that are no HTTP at the end.
+pipelines = st.tuples(
+    st.lists(st.sampled_from(PLAIN * 3 + EXCHANGES), min_size=1, max_size=10),
+    st.integers(min_value=-1, max_value=10),  # where the upgrade goes (-1: none)
+    st.sampled_from(NOISE),
+)
+
+
+def pipeline_streams(pipeline: tuple[list[tuple[bytes, bytes]], int, bytes]) -> tuple[bytes, bytes]:
+    exchanges, upgrade, noise = pipeline
+    if upgrade >= 0:
+        exchanges = [*exchanges[:upgrade], UPGRADE, *exchanges[upgrade:]]
+    client = b"".join(request for request, _ in exchanges) + noise
+    backend = b"".join(reply for _, reply in exchanges) + noise
+    return client, backend
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(pipeline=pipelines, cuts=cut_points, cold=st.booleans())
+def test_batched_requests_frame_as_one_by_one(pipeline: Any, cuts: list[int], cold: bool) -> None:
+    client, _ = pipeline_streams(pipeline)
+    if cold:
+        forget_plain_heads()
+    general = requests(client, b"")
+    events = feed(batching_requests(), *split(client, cuts), b"")
+    framing_holds(events, client)
+    assert unbatched(events, general) == shape(general)
+    if not cold and client.startswith(PLAIN[0][0]):  # a plain head seen before: in a batch
+        assert isinstance(feed(batching_requests(), client)[0], Batch)
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    pipeline=pipelines,
+    cuts=cut_points,
+    limits=st.lists(st.integers(min_value=0, max_value=6), min_size=1, max_size=5),
+    cold=st.booleans(),
+)
+def test_batched_replies_frame_as_one_by_one(
+    pipeline: Any, cuts: list[int], limits: list[int], cold: bool
+) -> None:
+    client, backend = pipeline_streams(pipeline)
+    if cold:
+        forget_plain_heads()
+    infos = [event.info for event in requests(client) if isinstance(event, Head)]
+    general = replies(infos, backend, b"")
+    framer = HttpResponseFramer()
+    for event in batching_requests().feed(client):  # what the engine tells the framer
+        if isinstance(event, Batch):
+            framer.expect_plain(event.count)
+        elif isinstance(event, Head):
+            framer.expect(event.info)
+    events: list[Event] = []
+    for index, chunk in enumerate([*split(backend, cuts), b""]):
+        framer.batch_limit = limit = limits[index % len(limits)]
+        got = framer.feed(chunk)
+        finals = 0  # a batch holds only replies among the feed's first `limit` final ones
+        for event in got:
+            if isinstance(event, Batch):
+                finals += event.count
+                assert finals <= limit
+            elif isinstance(event, Head) and not event.interim:
+                finals += 1
+        events += got
+    framing_holds(events, backend)
+    assert unbatched(events, general) == shape(general)
+
+
+@pytest.mark.parametrize(("sent", "answered", "who"), CONNECTIONS)
+def test_recorded_connections_frame_the_same_in_batches(
+    sent: bytes, answered: bytes, who: str
+) -> None:
+    for _ in range(2):  # heads unknown, then known
+        general = requests(sent, b"")
+        events = feed(batching_requests(), sent, b"")
+        assert unbatched(events, general) == shape(general)
+        infos = [event.info for event in general if isinstance(event, Head)]
+        framer = HttpResponseFramer()
+        for event in events:
+            if isinstance(event, Batch):
+                framer.expect_plain(event.count)
+            elif isinstance(event, Head):
+                framer.expect(event.info)
+        framer.batch_limit = len(infos)
+        batched = feed(framer, answered, b"")
+        assert unbatched(batched, replies(infos, answered, b"")) == shape(
+            replies(infos, answered, b"")
+        )
+
+
+GET_ITEM, OK_ITEM = PLAIN[0]
+
+
+def test_plain_requests_fed_whole_leave_in_one_batch() -> None:
+    framer = batching_requests()
+    framer.feed(GET_ITEM)  # learnt
+    assert framer.feed(GET_ITEM) == [Batch(GET_ITEM, 1)]
+    pipeline = GET_ITEM + POST + PLAIN[2][0] + GET_ITEM
+    assert framer.feed(pipeline) == [Batch(pipeline, 4)]
+    framer.batch = False  # a rule came, or records are read: one by one again
+    assert [type(event) for event in framer.feed(GET_ITEM)] == [Head, End]
+
+
+@pytest.mark.parametrize(
+    "request_",
+    [
+        b"HEAD /item/1 HTTP/1.1\r\nHost: bench\r\n\r\n",
+        b"POST /up HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\nx",
+        b"GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n",
+        b"GET / HTTP/1.0\r\nHost: h\r\n\r\n",
+        b"CONNECT h:443 HTTP/1.1\r\nHost: h:443\r\n\r\n",
+        WEBSOCKET,
+        # a bare LF ends the head before the first CRLF CRLF
+        b"GET /a HTTP/1.1\r\nHost: h\n\r\nGET /b HTTP/1.1\r\n\r\n",
+    ],
+)
+def test_what_a_batch_never_takes(request_: bytes) -> None:
+    framer = batching_requests()
+    for _ in range(2):  # unknown, then known
+        general = requests(GET_ITEM + request_)
+        events = framer.feed(GET_ITEM + request_)
+        assert events[0] == Batch(GET_ITEM, 1)
+        assert events[1] == general[2]  # the head after the plain one: by itself
+        assert unbatched(events, general) == shape(general)
+        if isinstance(events[-1], (Switched, Opaque)):
+            break
+
+
+def test_a_body_not_all_there_ends_the_batch_before_its_request() -> None:
+    framer = batching_requests()
+    framer.feed(POST)
+    events = framer.feed(GET_ITEM + POST[:-3])
+    assert events == [Batch(GET_ITEM, 1), Head(POST[:-11], request_info(POST)), Part(b"hello wo")]
+    assert framer.feed(POST[-3:] + GET_ITEM) == [End(b"rld"), Batch(GET_ITEM, 1)]
+
+
+def test_a_reply_to_head_is_framed_without_body_between_batches() -> None:
+    head = b"HEAD /item/1 HTTP/1.1\r\nHost: bench\r\n\r\n"
+    head_reply = OK_ITEM[:-2]  # its Content-Length says 2, and no body follows
+    replies([GET_ITEM], OK_ITEM)  # learnt
+    framer = HttpResponseFramer()
+    framer.expect_plain(1)
+    framer.expect(request_info(head))
+    framer.expect_plain(1)
+    framer.batch_limit = 3
+    events = framer.feed(OK_ITEM + head_reply + OK_ITEM)
+    assert [type(event) for event in events] == [Batch, Head, End, Batch]
+    assert events[0] == Batch(OK_ITEM, 1)
+    assert events[1].data == head_reply
+    assert events[2] == End(b"")
+    assert events[3] == Batch(OK_ITEM, 1)
+
+
+def test_interim_and_bodiless_replies_to_batched_requests() -> None:
+    framer = HttpResponseFramer()
+    no_content = b"HTTP/1.1 204 No Content\r\nContent-Length: 7\r\n\r\n"  # 204: no body whatever
+    not_modified = b'HTTP/1.1 304 Not Modified\r\nETag: "1"\r\n\r\n'
+    early = b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n"
+    stream = early + OK_ITEM + no_content + not_modified + early + OK_ITEM
+    for _ in range(2):
+        framer.expect_plain(4)
+        framer.batch_limit = 4
+        events = framer.feed(stream)
+        assert joined(events) == stream
+        heads = [event for event in events if isinstance(event, Head)]
+        assert all(head.interim for head in heads[2:])  # the final ones once known: batches
+        assert (
+            sum(event.count for event in events if isinstance(event, Batch))
+            + sum(not head.interim for head in heads)
+            == 4
+        )
+
+
+def test_the_batch_limit_counts_replies_framed_one_by_one() -> None:
+    """The engine's limit is how many of the next final replies answer its
+    plain run: one framed by its head and end counts too, so that a batch
+    never takes a reply owed to an exchange behind the run."""
+    chunked_reply = PLAIN[2][1]
+    replies([GET_ITEM], chunked_reply)  # learnt
+    replies([GET_ITEM], OK_ITEM)
+    framer = HttpResponseFramer()
+    framer.expect_plain(1)  # the engine's run: a batched request, then one by itself
+    framer.expect(request_info(GET_ITEM))
+    framer.expect_plain(1)  # after an exchange the proxy answered itself, say
+    framer.batch_limit = 2
+    events = framer.feed(chunked_reply + OK_ITEM + OK_ITEM)
+    assert events[0] == Batch(chunked_reply, 1)
+    assert [type(event) for event in events] == [Batch, Head, End, Head, End]
+
+
+def test_a_chunked_reply_with_trailers_is_framed_one_by_one() -> None:
+    reply = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + chunked(
+        b"ab", 1, b"X: 1\r\n"
+    )
+    framer = HttpResponseFramer()
+    for _ in range(2):
+        framer.expect_plain(2)
+        framer.batch_limit = 2
+        events = framer.feed(reply + OK_ITEM)
+        assert [type(event) for event in events][:2] == [Head, End]
+        assert joined(events) == reply + OK_ITEM
