@@ -1,5 +1,5 @@
 """What faults per command cost against real servers: Redis pipelined SET/GET and
-PostgreSQL simple queries, through ``--protocol redis``/``postgresql`` against
+PostgreSQL queries, through ``--protocol redis``/``postgresql`` against
 ``--protocol tcp`` and direct.
 
     python benchmarks/databases.py [--rounds 3]
@@ -8,8 +8,13 @@ Everything on 127.0.0.1: redis-server and PostgreSQL (Debian packages; as
 root, PostgreSQL runs as the ``postgres`` user) started in temporary
 directories, the ``vaurien`` command at ``100:dummy``, 4 client threads here.
 Redis: pipelines of 50 SET + 50 GET, as ``shared/bench/protobench.py`` sends
-them. PostgreSQL: ``SELECT 1`` in the simple-query protocol, one at a time on
-each connection (psycopg's ``ClientCursor``).
+them. PostgreSQL, one query at a time on each connection: ``SELECT 1`` in the
+simple-query protocol (psycopg's ``ClientCursor``); ``SELECT %s`` with a
+parameter, psycopg's default server-side binding, unprepared
+(Parse/Bind/Describe/Execute/Sync each time: ``prepare_threshold=None``) and
+prepared (psycopg's default: from the sixth run on, Bind/Describe/Execute/Sync
+of a named statement). Besides the rates, the proxy's CPU time (user and
+system, from ``/proc``) per query or command.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -151,8 +157,16 @@ def redis_rate(address: Address, pipelines: int) -> float:
     return _threads(client)
 
 
-def postgres_rate(address: Address, queries: int) -> float:
+def postgres_rate(address: Address, queries: int, kind: str = "simple") -> float:
+    """``kind``: ``simple`` (``SELECT 1``, simple query), ``extended``
+    (``SELECT %s``, unprepared) or ``prepared`` (``SELECT %s``, prepared)."""
     import psycopg
+
+    options: dict[str, Any] = {}
+    if kind == "simple":
+        options["cursor_factory"] = psycopg.ClientCursor
+    elif kind == "extended":
+        options["prepare_threshold"] = None
 
     def client(rates: list[float]) -> None:
         with psycopg.connect(
@@ -161,52 +175,99 @@ def postgres_rate(address: Address, queries: int) -> float:
             user="vaurien",
             dbname="postgres",
             autocommit=True,
-            cursor_factory=psycopg.ClientCursor,
+            **options,
         ) as conn:
             cursor = conn.cursor()
             started = 0.0
             for done in range(-WARMUP * 10, queries):
                 if done == 0:
                     started = time.perf_counter()
-                cursor.execute("SELECT 1")
+                if kind == "simple":
+                    cursor.execute("SELECT 1")
+                else:
+                    cursor.execute("SELECT %s", (1,))
                 cursor.fetchone()
             rates.append(queries / (time.perf_counter() - started))
 
     return _threads(client)
 
 
+def _cpu(pid: int) -> float:
+    """A process's user and system CPU time so far, in seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+#: One line of the table: (its name, the protocol, the backend, the client).
+ROWS: list[tuple[str, str, str, Callable[[Address, int], float], int]] = [
+    ("redis", "redis", "redis", redis_rate, 400),
+    ("postgresql", "postgresql", "postgresql", postgres_rate, 3000),
+    (
+        "postgresql extended",
+        "postgresql",
+        "postgresql",
+        lambda address, count: postgres_rate(address, count, "extended"),
+        3000,
+    ),
+    (
+        "postgresql prepared",
+        "postgresql",
+        "postgresql",
+        lambda address, count: postgres_rate(address, count, "prepared"),
+        3000,
+    ),
+]
+#: Requests (commands or queries) a client call of each row makes per count.
+_PER_COUNT = {"redis": 100, "postgresql": 1}
+
+
 def measure(rounds: int) -> dict[str, dict[str, float]]:
-    results: dict[str, dict[str, list[float]]] = {"redis": {}, "postgresql": {}}
+    """Per row, each target's rate (requests a second) and, under ``cpu
+    MODE``, the proxy's CPU time per request in µs: medians over ``rounds``."""
+    results: dict[str, dict[str, list[float]]] = {row[0]: {} for row in ROWS}
     with redis_server() as redis, postgres_server() as postgres:
+        backends = {"redis": redis, "postgresql": postgres}
         for _ in range(rounds):
-            for protocol, backend, rate, size in (
-                ("redis", redis, redis_rate, 400),
-                ("postgresql", postgres, postgres_rate, 3000),
-            ):
+            for name, protocol, backend, rate, size in ROWS:
                 for mode in ("direct", "tcp", protocol):
                     process = None
-                    address = backend
+                    address = backends[backend]
                     if mode != "direct":
-                        process, address = start_vaurien(backend, mode)
+                        process, address = start_vaurien(address, mode)
                     try:
-                        results[protocol].setdefault(mode, []).append(rate(address, size))
+                        before = _cpu(process.pid) if process else 0.0
+                        per_second = rate(address, size)
+                        results[name].setdefault(mode, []).append(per_second)
+                        if process:
+                            used = _cpu(process.pid) - before
+                            requests = 4 * (size + WARMUP * (10 if protocol != "redis" else 1))
+                            requests *= _PER_COUNT[protocol]
+                            results[name].setdefault(f"cpu {mode}", []).append(
+                                used / requests * 1e6
+                            )
                     finally:
                         if process is not None:
                             process.terminate()
                             process.wait(10)
     return {
-        protocol: {mode: statistics.median(values) for mode, values in modes.items()}
-        for protocol, modes in results.items()
+        name: {mode: statistics.median(values) for mode, values in modes.items()}
+        for name, modes in results.items()
     }
 
 
 def table(summary: dict[str, dict[str, float]]) -> str:
-    """One line a protocol: each target's rate and the protocol's ratio to tcp mode."""
+    """One line a row: each target's rate, the protocol's ratio to tcp mode,
+    and the proxy's CPU per request in each mode."""
     lines = []
-    for protocol, modes in summary.items():
-        ratio = modes[protocol] / modes["tcp"]
-        cells = ", ".join(f"{mode} {value:.0f}/s" for mode, value in modes.items())
-        lines.append(f"{protocol}: {cells}; {protocol}/tcp {ratio:.2f}")
+    for name, modes in summary.items():
+        rates = {mode: value for mode, value in modes.items() if not mode.startswith("cpu ")}
+        protocol = next(mode for mode in rates if mode not in ("direct", "tcp"))
+        ratio = rates[protocol] / rates["tcp"]
+        cells = ", ".join(f"{mode} {value:.0f}/s" for mode, value in rates.items())
+        cpu = ", ".join(
+            f"{mode[4:]} {value:.1f}" for mode, value in modes.items() if mode.startswith("cpu ")
+        )
+        lines.append(f"{name}: {cells}; {protocol}/tcp {ratio:.2f}; CPU us per request: {cpu}")
     return "\n".join(lines)
 
 
