@@ -5,9 +5,13 @@ is readable, then calls the handler chain in force. The connection's own
 greenlet owns both sockets: pumps report how they ended and only it closes
 sockets, so no greenlet ever waits on a descriptor another one closed.
 
-A chain that does not touch the bytes (``dummy``) skips all that: the
-connection's greenlet hands both directions to :mod:`pytest_vaurien.fastpath`
-and pumps start only if a live change of plan reaches the connection.
+A chain that does not touch the bytes (``dummy``, no protocol) skips all
+that, greenlet included: its :class:`Slot` connects in loop callbacks (a
+write watcher and a timer), hands both directions to
+:mod:`~pytest_vaurien.engine.fastpath` and closes in the callback that sees
+the end. A greenlet (then pumps) is made only when something must wait: a
+chain with handlers, a protocol, a live change of plan reaching the
+connection, a distant name to resolve per connection.
 
 The unit a fault is decided for is, under ``tcp``, the connection: its
 :class:`~pytest_vaurien.plan.Unit` is made once, and the plan in force
@@ -29,11 +33,12 @@ from __future__ import annotations
 import _socket
 import contextvars
 import errno
+import os
 import random
 import socket
 import sys
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, Protocol, TypeAlias
 
 import gevent
@@ -46,7 +51,7 @@ from pytest_vaurien.engine.chain import Chain
 from pytest_vaurien.engine.endpoint import Endpoint, reset_socket
 from pytest_vaurien.engine.exchange import ExchangeRelay
 from pytest_vaurien.engine.fastpath import Stream, raw_sockets
-from pytest_vaurien.engine.upstream import Upstream
+from pytest_vaurien.engine.upstream import CONNECTING, Upstream, start_connect
 from pytest_vaurien.handlers.base import CONNECTION_RANDOM
 from pytest_vaurien.handlers.context import ProxyInfo, Task
 from pytest_vaurien.plan import Decision, Plan, Unit
@@ -73,6 +78,8 @@ HELPER_GRACE = 0.5
 #: Linux gives an accepted socket the listener's ``TCP_NODELAY``: the proxy
 #: sets it on the listener, and once, not per connection, for the client side.
 INHERITS_NODELAY = sys.platform.startswith("linux")
+
+_WRITE = 2
 
 #: A side's socket: the plain OS one on the fast path, a gevent one once a
 #: handler or a pump needs it.
@@ -155,6 +162,11 @@ class Connection:
         #: when the plan changed (its destination was full): the old chain's,
         #: so they go out as they are, before the new chain's first chunk.
         self._leftover: dict[bool, bytes] = {}
+        #: The fast path's streams while the connection lives in loop
+        #: callbacks only (``relay_in_callbacks``); empty otherwise.
+        self._streams: list[Stream] = []
+        self._on_ended: Callable[[], None] | None = None
+        self._on_hand_over: Callable[[], None] | None = None
 
     @property
     def index(self) -> int:
@@ -270,9 +282,16 @@ class Connection:
             self.finish(to_backend, outcome)
 
     def _untouched_streams(
-        self, directions: tuple[bool, ...], on_end: Callable[[Stream, object], None]
+        self,
+        directions: tuple[bool, ...],
+        on_end: Callable[[Stream, object], None],
+        backend_reader: Any = None,
     ) -> list[Stream] | None:
-        """Streams for the fast path, or None if gevent's internals differ."""
+        """Streams for the fast path, or None if gevent's internals differ.
+
+        ``backend_reader``: a stopped io watcher on the backend's descriptor
+        (the connect's) for the backend's stream to read with.
+        """
         plan = self._plan
         host = self.host
         streams = []
@@ -294,6 +313,7 @@ class Connection:
                     host.read_size,
                     lambda: host.plan is plan,
                     on_end,
+                    None if to_backend else backend_reader,
                 )
             )
         return streams
@@ -354,6 +374,70 @@ class Connection:
             for stream in streams:
                 stream.close()
 
+    def relay_in_callbacks(
+        self,
+        on_ended: Callable[[], None],
+        on_hand_over: Callable[[], None],
+        backend_reader: Any = None,
+    ) -> bool:
+        """Both directions through the fast path from a loop callback, with
+        no greenlet at all (the chain in force is transparent).
+
+        The connection then ends in the callback that sees its end: the
+        sockets are closed and ``on_ended`` is called. When the plan
+        changes, the streams stop and ``on_hand_over`` is called: it runs
+        ``run(handed_over=True)`` in a greenlet, whose pumps take over the
+        directions still open. False (nothing started) if gevent's
+        internals differ.
+        """
+        streams = self._untouched_streams((True, False), self._on_stream_end, backend_reader)
+        if streams is None:  # pragma: no cover - other gevent internals
+            return False
+        self._streams = streams
+        self._on_ended, self._on_hand_over = on_ended, on_hand_over
+        for stream in streams:
+            stream.start()
+        return True
+
+    def _on_stream_end(self, stream: Stream, result: object) -> None:
+        """How a stream of ``relay_in_callbacks`` ended (in a loop callback)."""
+        if result is False:  # EOF: pass the half-close on, go on with the other side
+            self.finish(stream.to_backend, "eof")
+            if self._done.is_set():
+                self._end_in_callbacks()
+            return
+        if isinstance(result, BaseException):
+            self.record_failure(result, stream.to_backend)
+            self.finish(stream.to_backend, "reset")
+            self._end_in_callbacks()
+            return
+        for other in self._streams:  # the plan changed: what the other had taken on goes on
+            leftover = other.leftover()
+            if leftover:
+                self._leftover[other.to_backend] = leftover
+        self.drop_streams()
+        on_hand_over, self._on_hand_over = self._on_hand_over, None
+        self._on_ended = None
+        if on_hand_over is not None:
+            on_hand_over()
+
+    def _end_in_callbacks(self) -> None:
+        """Close what the callbacks relayed, then say so."""
+        self.drop_streams()
+        try:
+            self._close_sockets()
+        finally:
+            on_ended, self._on_ended = self._on_ended, None
+            self._on_hand_over = None
+            if on_ended is not None:
+                on_ended()
+
+    def drop_streams(self) -> None:
+        """Stop and free the callback streams (watchers, pipes); idempotent."""
+        streams, self._streams = self._streams, []
+        for stream in streams:
+            stream.close()
+
     def record_failure(self, error: BaseException, to_backend: bool) -> None:
         if isinstance(error, OSError):
             if self.client.was_reset or self.backend.was_reset:
@@ -386,14 +470,18 @@ class Connection:
     def _first_eof(self) -> bool:
         return next(iter(self._finished))
 
-    def run(self) -> None:
-        """Pump both ways until done; close both sockets on the way out."""
+    def run(self, handed_over: bool = False) -> None:
+        """Pump both ways until done; close both sockets on the way out.
+
+        ``handed_over``: the connection was relayed in loop callbacks until
+        the plan changed; pumps take over the directions still open.
+        """
         pumps: list[gevent.Greenlet] = []
         try:
             # draw now, so that handlers see the connection from its start
             # (toxiproxy's timeout counts from there)
             CONNECTION_RANDOM.set((self, "draw"))
-            wire = self.host.plan.wire
+            wire = None if handed_over else self.host.plan.wire
             if wire is not None:  # faults per exchange: the framers cut the streams
                 self._green()
                 self.record.handler = wire.name
@@ -401,7 +489,7 @@ class Connection:
                 pumps = relay.start()  # grows when a direction hands over to a pump
                 self._done.wait()
                 return
-            if self.chain().transparent and self._relay_both_untouched():
+            if not handed_over and self.chain().transparent and self._relay_both_untouched():
                 return  # done without a pump (the finally block closes)
             self._green()
             pumps = [
@@ -462,29 +550,220 @@ def _format_error(error: BaseException) -> str:
 
 
 class Slot:
-    """An accepted connection as its proxy tracks it: the greenlet serving
-    it, its record and every socket it opened.
+    """An accepted connection as its proxy tracks it, from accept to close:
+    its record, what serves it (loop callbacks, or a greenlet) and every
+    socket it opened.
+
+    A connection whose chain moves bytes untouched (``dummy``, no protocol)
+    lives in loop callbacks only: the connect is a write watcher and a
+    timer, the relay two fast-path streams, the end a close in the callback
+    that sees it. A greenlet is made only where something must wait: a
+    chain with handlers, a protocol's framers, a live change that hands the
+    directions to pumps, a name to resolve per connection.
 
     Stopping a proxy with thousands of open connections cannot wait for each
     greenlet to unwind; it closes what the slots hold instead, whatever the
     greenlets are doing, so that no descriptor outlives the proxy.
     """
 
-    __slots__ = ("client_sock", "greenlet", "record", "sockets")
+    __slots__ = (
+        "_addresses",
+        "_connecting",
+        "_ended",
+        "_timer",
+        "client_sock",
+        "connection",
+        "greenlet",
+        "host",
+        "record",
+        "sockets",
+        "unit",
+    )
 
-    def __init__(self, record: ConnectionRecord, client_sock: AnySocket) -> None:
+    def __init__(
+        self,
+        host: Host,
+        record: ConnectionRecord,
+        unit: Unit,
+        client_sock: AnySocket,
+        ended: Callable[[Slot], None],
+    ) -> None:
+        self.host = host
         self.record = record
+        self.unit = unit
         self.client_sock = client_sock
         #: What to close: the sockets, then the connection's endpoints (which
         #: close whichever socket, plain or gevent, each side has by then).
         self.sockets: list[AnySocket | Endpoint] = [client_sock]
+        #: The greenlet serving the connection, once one does.
         self.greenlet: gevent.Greenlet | None = None
+        self.connection: Connection | None = None
+        #: Called once, in the hub, when the connection is done.
+        self._ended: Callable[[Slot], None] | None = ended
+        self._addresses: Iterator[tuple[int, Any]] = iter(())
+        #: The connect under way: the backend's socket and its write watcher.
+        self._connecting: tuple[_socket.socket, Any] | None = None
+        self._timer: Any = None
+
+    # -- from accept to the relay, in loop callbacks -------------------------
+
+    def start(self) -> None:
+        """Connect to the distant (in the accept callback: nothing here waits)."""
+        resolved = self.host.upstream.resolved
+        if not resolved:  # a name to resolve per connection: that waits
+            self.spawn(serve_connection, self.host, self, self.unit)
+            return
+        self._addresses = iter(resolved)
+        self._connect_next(None)
+
+    def _connect_next(self, failure: OSError | None) -> None:
+        """Try the next address of the distant; refuse when none is left."""
+        for family, sockaddr in self._addresses:
+            try:
+                sock, result = start_connect(family, sockaddr)
+            except OSError as error:
+                failure = error
+                continue
+            if result == 0:  # pragma: no cover - TCP connects are never this quick
+                self._connected(sock, None)
+                return
+            if result in CONNECTING:
+                loop = gevent.get_hub().loop
+                watcher = loop.io(sock.fileno(), _WRITE)
+                self._connecting = (sock, watcher)
+                self.sockets.append(sock)
+                watcher.start(self._on_connect_done)
+                timer = self._timer = loop.timer(self.host.upstream.connect_timeout)
+                timer.start(self._on_connect_timeout)
+                return
+            sock.close()
+            failure = OSError(result, os.strerror(result))
+        self._refused(failure or OSError(errno.EHOSTUNREACH, "no address to connect to"))
+
+    def _stop_connecting(self) -> tuple[_socket.socket, Any] | None:
+        """Stop waiting for the connect; returns its socket and (stopped) watcher."""
+        if self._timer is not None:
+            self._timer.stop()
+            self._timer.close()
+            self._timer = None
+        connecting, self._connecting = self._connecting, None
+        if connecting is not None:
+            connecting[1].stop()
+            self.sockets.remove(connecting[0])
+        return connecting
+
+    def _on_connect_done(self) -> None:
+        """The backend's socket is writable: the handshake is over, one way or another."""
+        connecting = self._stop_connecting()
+        if connecting is None:  # pragma: no cover - abandoned meanwhile
+            return
+        sock, watcher = connecting
+        try:
+            result = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        except OSError as error:  # pragma: no cover - the socket is ours
+            result = error.errno or errno.EIO
+        if result:
+            watcher.close()
+            sock.close()
+            self._connect_next(OSError(result, os.strerror(result)))
+            return
+        self._connected(sock, watcher)
+
+    def _on_connect_timeout(self) -> None:
+        connecting = self._stop_connecting()
+        if connecting is not None:
+            connecting[1].close()
+            connecting[0].close()
+        self._connect_next(TimeoutError("timed out"))
+
+    def _refused(self, error: OSError) -> None:
+        """No connect went through: the client gets an RST, the record says why."""
+        host, record = self.host, self.record
+        if error.errno in EXHAUSTED:
+            host.exhausted(error, f"connect to {host.distant}")
+            record.end(Ending.EXHAUSTED, str(error.strerror or error))
+        else:
+            record.end(Ending.BACKEND_REFUSED, str(error.strerror or error))
+        reset_socket(self.client_sock)
+        self._end()
+
+    def _connected(self, backend_sock: _socket.socket, watcher: Any) -> None:
+        """Relay in callbacks if the chain in force is transparent, else hand
+        the connection to a greenlet. ``watcher``: the connect's, stopped."""
+        host = self.host
+        _set_nodelay(self.client_sock, backend_sock)
+        connection = self.connection = Connection(
+            host, self.client_sock, backend_sock, self.record, self.unit
+        )
+        self.sockets = [connection.client, connection.backend]
+        if host.plan.wire is None:
+            # decide now, as run() would: handlers see the connection from its start
+            token = CONNECTION_RANDOM.set((connection, "draw"))
+            try:
+                transparent = connection.chain().transparent
+            except Exception as error:  # a handler's on_connection failed
+                if watcher is not None:
+                    watcher.close()
+                connection.record.end(Ending.ERROR, _format_error(error))
+                connection._close_sockets()
+                self._end()
+                return
+            finally:
+                CONNECTION_RANDOM.reset(token)
+            if transparent and connection.relay_in_callbacks(self._end, self._hand_over, watcher):
+                return
+        if watcher is not None:
+            watcher.close()
+        self.spawn(connection.run)
+
+    def _hand_over(self) -> None:
+        """The plan changed under a connection relayed in callbacks: pumps go on."""
+        assert self.connection is not None
+        self.spawn(self.connection.run, True)
+
+    def _end(self) -> None:
+        ended, self._ended = self._ended, None
+        if ended is not None:
+            ended(self)
+
+    # -- in a greenlet, or closed from outside ---------------------------------
+
+    def spawn(self, func: Callable[..., object], *args: object) -> None:
+        """Serve the connection in a greenlet from here on; its end (or its
+        kill, even before it ran) ends the slot."""
+        greenlet = self.greenlet = gevent.spawn(self._serve, func, args)
+        greenlet.link(self._linked)
+
+    def _serve(self, func: Callable[..., object], args: tuple[object, ...]) -> None:
+        try:
+            func(*args)
+        finally:
+            self._end()
+
+    def _linked(self, _greenlet: gevent.Greenlet) -> None:
+        self._end()
 
     def abandon(self, ending: Ending) -> None:
         """End the record and close every socket now, without the greenlet."""
         self.record.end(ending)
-        for sock in self.sockets:
-            sock.close()
+        connecting = self._stop_connecting()
+        if connecting is not None:
+            connecting[1].close()
+            connecting[0].close()
+        if self.connection is not None:
+            self.connection.drop_streams()
+        for each in self.sockets:
+            each.close()
+        self._end()
+
+
+def _set_nodelay(client_sock: AnySocket, backend_sock: AnySocket) -> None:
+    """``TCP_NODELAY`` on the backend's socket (and the client's, off Linux)."""
+    for sock in (backend_sock,) if INHERITS_NODELAY else (client_sock, backend_sock):
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            pass
 
 
 def serve_connection(host: Host, slot: Slot, unit: Unit) -> None:
@@ -506,11 +785,7 @@ def serve_connection(host: Host, slot: Slot, unit: Unit) -> None:
         reset_socket(client_sock)
         return
     slot.sockets.append(backend_sock)
-    for sock in (backend_sock,) if INHERITS_NODELAY else (client_sock, backend_sock):
-        try:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        except OSError:
-            pass
-    connection = Connection(host, client_sock, backend_sock, record, unit)
+    _set_nodelay(client_sock, backend_sock)
+    connection = slot.connection = Connection(host, client_sock, backend_sock, record, unit)
     slot.sockets = [connection.client, connection.backend]
     connection.run()

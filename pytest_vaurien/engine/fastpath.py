@@ -4,7 +4,8 @@ For a chain of handlers that neither override ``__call__`` nor
 ``_get_data`` (``dummy``), the relay need not run Python per chunk in a
 greenlet: a read watcher's callback reads what is there and sends it on at
 once, and a write watcher takes over only while the destination is full.
-No greenlet switch per chunk, one per connection at most.
+No greenlet switch per chunk, and none at all when the connection itself
+lives in loop callbacks (``Connection.relay_in_callbacks``).
 
 A direction that has moved more than ``SPLICE_AFTER`` bytes goes on with
 ``os.splice`` through a pipe of its own (Linux): the bytes go from one
@@ -77,7 +78,11 @@ class Stream:
         read_size: int,
         still_current: Callable[[], bool],
         on_end: Callable[[Stream, object], None],
+        reader: Any = None,
     ) -> None:
+        """``reader``: a stopped io watcher on the source's descriptor to
+        read with (the connect's, re-armed: no new watcher, no new
+        registration with epoll); one is made when ``None``."""
         self.source = source
         self.dest = dest
         self.to_backend = not dest.is_client
@@ -90,7 +95,11 @@ class Stream:
         self._unsent = b""
         self._loop = loop = gevent.get_hub().loop
         self._source_fileno: int = raw[0].fileno()
-        self._reader = loop.io(self._source_fileno, _READ)
+        if reader is None:
+            reader = loop.io(self._source_fileno, _READ)
+        else:
+            reader.events = _READ
+        self._reader = reader
         #: Made only once the destination is full (most connections never are).
         self._writer: Any = None
         self._dest_fileno: int = raw[1].fileno()

@@ -1,13 +1,16 @@
-"""``Proxy``: a chaos TCP proxy, a listener greenlet on the process's shared hub.
+"""``Proxy``: a chaos TCP proxy, a listener's watcher on the process's shared hub.
 
 The test thread is never monkey-patched: every proxy of the process runs on
 one native thread with a gevent hub of its own (:mod:`.hub`), started by the
 first ``start()``. A proxy builds its listener there (a gevent socket
 belongs to the loop of the thread that made it) and is started and stopped
 by callbacks scheduled with ``loop.run_callback_threadsafe``, the one gevent
-call meant for crossing threads. Every wait is bounded, so ``stop()``
-returns in well under a second even while a handler sleeps for minutes, and
-stopping one proxy leaves the others on the hub undisturbed.
+call meant for crossing threads. The listener's read watcher accepts in
+its callback, and a transparent connection then lives in loop callbacks
+from connect to close (``Slot``): no greenlet unless one must wait. Every
+wait is bounded, so ``stop()`` returns in well under a second even while a
+handler sleeps for minutes, and stopping one proxy leaves the others on the
+hub undisturbed.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ import gevent.socket
 from gevent import Greenlet, GreenletExit
 
 from pytest_vaurien.address import Address, format_address, parse_address
-from pytest_vaurien.engine.connection import EXHAUSTED, ProxyDown, Slot, serve_connection
+from pytest_vaurien.engine.connection import EXHAUSTED, ProxyDown, Slot
 from pytest_vaurien.engine.hub import HUB_THREAD_NAME, SharedHub, shared_hub
 from pytest_vaurien.engine.native import NativeEvent, allocate_lock
 from pytest_vaurien.engine.upstream import Upstream
@@ -270,8 +273,8 @@ class Proxy:
         self.on_exchange: Callable[[ExchangeRecord], None] | None = None
         self._keep_records = keep_records
         self._accepted = 0
-        #: The connections being relayed, by the greenlet serving each.
-        self._slots: dict[Greenlet, Slot] = {}
+        #: The connections being relayed (in loop callbacks or a greenlet).
+        self._slots: set[Slot] = set()
         self._burst = _Burst(self.name)
         self._lock = allocate_lock()
         #: The shared hub this proxy runs on, from ``start()``.
@@ -673,9 +676,11 @@ class Proxy:
         """
         try:
             self._close_listener()
-            if self._slots:
+            if any(slot.greenlet is not None for slot in self._slots):
                 gevent.spawn(self._shut_down_connections)
                 return
+            for slot in list(self._slots):  # all in callbacks: closed right here
+                slot.abandon(Ending.PROXY_STOPPED)
         except BaseException as error:  # never leave an error in the hub
             print(f"{self.name}: stopping: {error!r}", file=sys.stderr)
         self._stopped()
@@ -705,18 +710,23 @@ class Proxy:
         """Stop listening (connects are refused) and kill every connection of
         this proxy, and only those: the hub serves other proxies."""
         self._close_listener()
-        slots = list(self._slots.values())
-        greenlets: list[Greenlet] = [slot.greenlet for slot in slots]
+        ending = Ending.PROXY_DOWN if exception is ProxyDown else Ending.PROXY_STOPPED
+        slots: list[Slot] = []
+        greenlets: list[Greenlet] = []
+        for slot in list(self._slots):
+            if slot.greenlet is None:  # in loop callbacks: nothing to unwind
+                slot.abandon(ending)
+            else:
+                slots.append(slot)
+                greenlets.append(slot.greenlet)
         for greenlet in greenlets:
             greenlet.kill(exception, block=False)
         # joinall, unlike killall, never raises its timeout; whatever has not
         # unwound by then is closed from outside
         gevent.joinall(greenlets, timeout=KILL_GRACE)
-        ending = Ending.PROXY_DOWN if exception is ProxyDown else Ending.PROXY_STOPPED
         for slot, greenlet in zip(slots, greenlets, strict=True):
             if not greenlet.dead:
                 slot.abandon(ending)
-                self._slots.pop(greenlet, None)
         if slots:
             # gevent defers closing a descriptor that a watcher still waits on
             # (a killed pump's, an abandoned slot's) to a loop callback: let
@@ -790,7 +800,8 @@ class Proxy:
         self._acceptor.start(self._on_acceptable, listener)
 
     def _on_acceptable(self, listener: _socket.socket) -> None:
-        """Accept what waits (a bounded batch), a greenlet per connection."""
+        """Accept what waits (a bounded batch); each connection starts its
+        connect right here (``Slot.start``: no greenlet unless one must wait)."""
         family = listener.family
         for _ in range(ACCEPTS_PER_WAKEUP):
             try:
@@ -816,10 +827,9 @@ class Proxy:
             self._accepted += 1
             if self._keep_records:
                 self._records.append(record)
-            slot = Slot(record, client_sock)
-            greenlet = slot.greenlet = gevent.spawn(self._serve, slot, unit)
-            self._slots[greenlet] = slot
-            greenlet.link(self._forget)
+            slot = Slot(self, record, unit, client_sock, self._slot_ended)
+            self._slots.add(slot)
+            slot.start()
 
     def _back_off(self) -> None:
         """After a failed accept, wait ``ACCEPT_BACKOFF`` rather than spin."""
@@ -841,19 +851,15 @@ class Proxy:
         """Note that ``doing`` failed for want of descriptors (or buffers)."""
         self._burst.failed(error, doing)
 
-    def _forget(self, greenlet: Greenlet) -> None:
-        self._slots.pop(greenlet, None)
-
-    def _serve(self, slot: Slot, unit: Unit) -> None:
+    def _slot_ended(self, slot: Slot) -> None:
+        """A connection is done (called once per slot): forget it, hand its record on."""
+        self._slots.discard(slot)
         record = slot.record
-        try:
-            serve_connection(self, slot, unit)
-        finally:
-            if self.on_record is not None and not record.open:
-                try:
-                    self.on_record(record)
-                except Exception as error:  # a broken callback must not break the relay
-                    print(f"{self.name}: on_record failed: {error!r}", file=sys.stderr)
+        if self.on_record is not None and not record.open:
+            try:
+                self.on_record(record)
+            except Exception as error:  # a broken callback must not break the relay
+                print(f"{self.name}: on_record failed: {error!r}", file=sys.stderr)
 
 
 class _Restore:

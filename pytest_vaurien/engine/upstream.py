@@ -19,10 +19,12 @@ import gevent.socket
 
 from pytest_vaurien.address import Address
 
-__all__ = ["Upstream"]
+__all__ = ["CONNECTING", "Upstream", "start_connect"]
 
 #: Made non-blocking by ``socket()`` itself, one system call fewer (Linux).
 _NONBLOCK: int = getattr(socket, "SOCK_NONBLOCK", 0)
+#: What a non-blocking connect answers while the handshake is under way.
+CONNECTING = frozenset({errno.EINPROGRESS, errno.EALREADY, errno.EWOULDBLOCK})
 
 
 class Upstream:
@@ -78,15 +80,29 @@ def _numeric(address: Address) -> tuple[int, Any] | None:
     return None
 
 
-def _connect_to(family: int, sockaddr: Any, timeout: float) -> _socket.socket:
-    """A plain non-blocking socket connected to ``sockaddr``: the fast path
-    relays on it as it is, a handler's pump wraps it in a gevent socket."""
+def start_connect(family: int, sockaddr: Any) -> tuple[_socket.socket, int]:
+    """A plain non-blocking socket whose connect to ``sockaddr`` has begun,
+    and what ``connect`` said (0, an errno of ``CONNECTING``, or a failure).
+
+    :raises OSError: when no socket can be made (out of descriptors).
+    """
     sock = _socket.socket(family, socket.SOCK_STREAM | _NONBLOCK)
     try:
         if not _NONBLOCK:  # pragma: no cover - not Linux
             sock.setblocking(False)
-        result = sock.connect_ex(sockaddr)
-        if result in (errno.EINPROGRESS, errno.EALREADY, errno.EWOULDBLOCK):
+        result: int = sock.connect_ex(sockaddr)
+    except BaseException:
+        sock.close()
+        raise
+    return sock, result
+
+
+def _connect_to(family: int, sockaddr: Any, timeout: float) -> _socket.socket:
+    """A plain non-blocking socket connected to ``sockaddr``: the fast path
+    relays on it as it is, a handler's pump wraps it in a gevent socket."""
+    sock, result = start_connect(family, sockaddr)
+    try:
+        if result in CONNECTING:
             # the handshake is under way (most often, even on loopback): wait
             # until the socket is writable, bounded, then read how it went -
             # what gevent's connect does, without a gevent socket, its
