@@ -50,7 +50,7 @@ from gevent.hub import Waiter
 from pytest_vaurien.engine.chain import Chain
 from pytest_vaurien.engine.endpoint import Endpoint, reset_socket
 from pytest_vaurien.engine.exchange import ExchangeRelay
-from pytest_vaurien.engine.fastpath import Stream, raw_sockets
+from pytest_vaurien.engine.fastpath import Stream, Watchers, raw_sockets
 from pytest_vaurien.engine.upstream import CONNECTING, Upstream, start_connect
 from pytest_vaurien.handlers.base import CONNECTION_RANDOM
 from pytest_vaurien.handlers.context import ProxyInfo, Task
@@ -79,7 +79,7 @@ HELPER_GRACE = 0.5
 #: sets it on the listener, and once, not per connection, for the client side.
 INHERITS_NODELAY = sys.platform.startswith("linux")
 
-_WRITE = 2
+_READ, _WRITE = 1, 2
 
 #: A side's socket: the plain OS one on the fast path, a gevent one once a
 #: handler or a pump needs it.
@@ -98,6 +98,11 @@ class Host(ProxyInfo, Protocol):
 
     @property
     def started(self) -> float: ...
+
+    @property
+    def watchers(self) -> Watchers:
+        """Spare io watchers for connections served in loop callbacks."""
+        ...
 
     def exhausted(self, error: OSError, doing: str) -> None:
         """Note that ``doing`` failed for want of descriptors or buffers."""
@@ -285,12 +290,12 @@ class Connection:
         self,
         directions: tuple[bool, ...],
         on_end: Callable[[Stream, object], None],
-        backend_reader: Any = None,
+        readers: tuple[Any, Any] | None = None,
     ) -> list[Stream] | None:
         """Streams for the fast path, or None if gevent's internals differ.
 
-        ``backend_reader``: a stopped io watcher on the backend's descriptor
-        (the connect's) for the backend's stream to read with.
+        ``readers``: stopped io watchers on the client's and the backend's
+        descriptors for the streams to read with (they stay the caller's).
         """
         plan = self._plan
         host = self.host
@@ -313,7 +318,7 @@ class Connection:
                     host.read_size,
                     lambda: host.plan is plan,
                     on_end,
-                    None if to_backend else backend_reader,
+                    None if readers is None else readers[0 if to_backend else 1],
                 )
             )
         return streams
@@ -378,7 +383,7 @@ class Connection:
         self,
         on_ended: Callable[[], None],
         on_hand_over: Callable[[], None],
-        backend_reader: Any = None,
+        readers: tuple[Any, Any],
     ) -> bool:
         """Both directions through the fast path from a loop callback, with
         no greenlet at all (the chain in force is transparent).
@@ -387,10 +392,11 @@ class Connection:
         sockets are closed and ``on_ended`` is called. When the plan
         changes, the streams stop and ``on_hand_over`` is called: it runs
         ``run(handed_over=True)`` in a greenlet, whose pumps take over the
-        directions still open. False (nothing started) if gevent's
-        internals differ.
+        directions still open. ``readers``: stopped io watchers on the
+        client's and the backend's descriptors, which stay the caller's.
+        False (nothing started) if gevent's internals differ.
         """
-        streams = self._untouched_streams((True, False), self._on_stream_end, backend_reader)
+        streams = self._untouched_streams((True, False), self._on_stream_end, readers)
         if streams is None:  # pragma: no cover - other gevent internals
             return False
         self._streams = streams
@@ -570,6 +576,7 @@ class Slot:
         "_addresses",
         "_connecting",
         "_ended",
+        "_readers",
         "_timer",
         "client_sock",
         "connection",
@@ -604,6 +611,8 @@ class Slot:
         #: The connect under way: the backend's socket and its write watcher.
         self._connecting: tuple[_socket.socket, Any] | None = None
         self._timer: Any = None
+        #: The io watchers the streams read with (the proxy's spares).
+        self._readers: tuple[Any, Any] | None = None
 
     # -- from accept to the relay, in loop callbacks -------------------------
 
@@ -628,12 +637,11 @@ class Slot:
                 self._connected(sock, None)
                 return
             if result in CONNECTING:
-                loop = gevent.get_hub().loop
-                watcher = loop.io(sock.fileno(), _WRITE)
+                watcher = self.host.watchers.io(sock.fileno(), _WRITE)
                 self._connecting = (sock, watcher)
                 self.sockets.append(sock)
                 watcher.start(self._on_connect_done)
-                timer = self._timer = loop.timer(self.host.upstream.connect_timeout)
+                timer = self._timer = watcher.loop.timer(self.host.upstream.connect_timeout)
                 timer.start(self._on_connect_timeout)
                 return
             sock.close()
@@ -663,7 +671,7 @@ class Slot:
         except OSError as error:  # pragma: no cover - the socket is ours
             result = error.errno or errno.EIO
         if result:
-            watcher.close()
+            self.host.watchers.give_back(watcher)
             sock.close()
             self._connect_next(OSError(result, os.strerror(result)))
             return
@@ -672,7 +680,7 @@ class Slot:
     def _on_connect_timeout(self) -> None:
         connecting = self._stop_connecting()
         if connecting is not None:
-            connecting[1].close()
+            self.host.watchers.give_back(connecting[1])
             connecting[0].close()
         self._connect_next(TimeoutError("timed out"))
 
@@ -703,25 +711,41 @@ class Slot:
                 transparent = connection.chain().transparent
             except Exception as error:  # a handler's on_connection failed
                 if watcher is not None:
-                    watcher.close()
+                    host.watchers.give_back(watcher)
                 connection.record.end(Ending.ERROR, _format_error(error))
                 connection._close_sockets()
                 self._end()
                 return
             finally:
                 CONNECTION_RANDOM.reset(token)
-            if transparent and connection.relay_in_callbacks(self._end, self._hand_over, watcher):
-                return
+            if transparent:
+                if watcher is None:  # pragma: no cover - TCP connects are never this quick
+                    watcher = host.watchers.io(backend_sock.fileno(), _READ)
+                else:  # the connect's watcher reads for the backend from now on
+                    watcher.events = _READ
+                readers = (host.watchers.io(self.client_sock.fileno(), _READ), watcher)
+                if connection.relay_in_callbacks(self._end, self._hand_over, readers):
+                    self._readers = readers
+                    return
+                host.watchers.give_back(readers[0])  # pragma: no cover - other gevent internals
         if watcher is not None:
-            watcher.close()
+            host.watchers.give_back(watcher)
         self.spawn(connection.run)
 
     def _hand_over(self) -> None:
         """The plan changed under a connection relayed in callbacks: pumps go on."""
         assert self.connection is not None
+        self._give_back_readers()
         self.spawn(self.connection.run, True)
 
+    def _give_back_readers(self) -> None:
+        readers, self._readers = self._readers, None
+        if readers is not None:
+            for watcher in readers:
+                self.host.watchers.give_back(watcher)
+
     def _end(self) -> None:
+        self._give_back_readers()
         ended, self._ended = self._ended, None
         if ended is not None:
             ended(self)
@@ -748,10 +772,11 @@ class Slot:
         self.record.end(ending)
         connecting = self._stop_connecting()
         if connecting is not None:
-            connecting[1].close()
+            self.host.watchers.give_back(connecting[1])
             connecting[0].close()
         if self.connection is not None:
             self.connection.drop_streams()
+        self._give_back_readers()
         for each in self.sockets:
             each.close()
         self._end()

@@ -30,7 +30,7 @@ import gevent
 from pytest_vaurien.engine.endpoint import Endpoint, os_socket
 from pytest_vaurien.records import ConnectionRecord
 
-__all__ = ["CHUNKS_PER_WAKEUP", "SPLICE_AFTER", "Stream", "raw_sockets"]
+__all__ = ["CHUNKS_PER_WAKEUP", "SPLICE_AFTER", "Stream", "Watchers", "raw_sockets"]
 
 #: Chunks one readiness callback moves before letting other connections run.
 CHUNKS_PER_WAKEUP = 16
@@ -50,6 +50,46 @@ def raw_sockets(source: Any, dest: Any) -> tuple[Any, Any] | None:
     if raw_in is None or raw_out is None:  # pragma: no cover - other gevent internals
         return None
     return raw_in, raw_out
+
+
+class Watchers:
+    """Spare io watchers of one loop, reused from one connection to the next.
+
+    Making a watcher costs an allocation and a system call (gevent checks
+    the descriptor with ``fcntl(F_GETFD)``); a stopped one takes another
+    descriptor and events by assignment. A connection served in loop
+    callbacks takes its two from here and gives them back as it ends.
+    """
+
+    #: Spares kept at most; more are closed as they come back.
+    LIMIT = 256
+
+    def __init__(self, loop: Any) -> None:
+        self._loop = loop
+        self._spare: list[Any] = []
+
+    def io(self, fd: int, events: int) -> Any:
+        """A stopped io watcher for ``fd`` and ``events``."""
+        if self._spare:
+            watcher = self._spare.pop()
+            watcher.fd = fd
+            watcher.events = events
+            return watcher
+        return self._loop.io(fd, events)
+
+    def give_back(self, watcher: Any) -> None:
+        """Stop ``watcher`` and keep it for the next connection (or close it)."""
+        watcher.stop()
+        if len(self._spare) < self.LIMIT:
+            self._spare.append(watcher)
+        else:
+            watcher.close()
+
+    def close(self) -> None:
+        """Close every spare (the proxy is done)."""
+        spare, self._spare = self._spare, []
+        for watcher in spare:
+            watcher.close()
 
 
 def _pipe() -> tuple[int, int] | None:
@@ -81,8 +121,8 @@ class Stream:
         reader: Any = None,
     ) -> None:
         """``reader``: a stopped io watcher on the source's descriptor to
-        read with (the connect's, re-armed: no new watcher, no new
-        registration with epoll); one is made when ``None``."""
+        read with, which stays its giver's (``close`` only stops it); one
+        of the stream's own is made when ``None``."""
         self.source = source
         self.dest = dest
         self.to_backend = not dest.is_client
@@ -95,11 +135,9 @@ class Stream:
         self._unsent = b""
         self._loop = loop = gevent.get_hub().loop
         self._source_fileno: int = raw[0].fileno()
-        if reader is None:
-            reader = loop.io(self._source_fileno, _READ)
-        else:
-            reader.events = _READ
-        self._reader = reader
+        #: Whether ``close`` closes the reader (made here) or only stops it.
+        self._own_reader = reader is None
+        self._reader = loop.io(self._source_fileno, _READ) if reader is None else reader
         #: Made only once the destination is full (most connections never are).
         self._writer: Any = None
         self._dest_fileno: int = raw[1].fileno()
@@ -129,12 +167,15 @@ class Stream:
         self._reader.start(self._on_read)
 
     def close(self) -> None:
-        """Stop and free the watchers and the pipe; the stream never calls back after this."""
+        """Stop the watchers, free its own and the pipe; the stream never
+        calls back after this."""
         self._ended = True
-        for watcher in (self._reader, self._writer):
-            if watcher is not None:
-                watcher.stop()
-                watcher.close()
+        self._reader.stop()
+        if self._own_reader:
+            self._reader.close()
+        if self._writer is not None:
+            self._writer.stop()
+            self._writer.close()
         pipe, self._pipe = self._pipe, None
         if pipe is not None:
             os.close(pipe[0])

@@ -34,6 +34,7 @@ from gevent import Greenlet, GreenletExit
 
 from pytest_vaurien.address import Address, format_address, parse_address
 from pytest_vaurien.engine.connection import EXHAUSTED, ProxyDown, Slot
+from pytest_vaurien.engine.fastpath import Watchers
 from pytest_vaurien.engine.hub import HUB_THREAD_NAME, SharedHub, shared_hub
 from pytest_vaurien.engine.native import NativeEvent, allocate_lock
 from pytest_vaurien.engine.upstream import Upstream
@@ -287,6 +288,8 @@ class Proxy:
         self._acceptor: Any = None
         self._backoff: Any = None
         self._enabled = True
+        #: Spare io watchers for its connections, made in the hub by ``_begin``.
+        self._watchers: Watchers | None = None
 
     # -- what tests read -------------------------------------------------
 
@@ -694,6 +697,9 @@ class Proxy:
             self._stopped()
 
     def _stopped(self) -> None:
+        watchers, self._watchers = self._watchers, None
+        if watchers is not None:
+            watchers.close()
         hub = self._hub
         if hub is not None:
             hub.proxies.discard(self)
@@ -846,6 +852,13 @@ class Proxy:
             self._backoff = None
         if acceptor is self._acceptor and self._listener is not None:
             acceptor.start(self._on_acceptable, self._listener)
+
+    @property
+    def watchers(self) -> Watchers:
+        """Spare io watchers for connections served in loop callbacks (in the hub)."""
+        if self._watchers is None:
+            self._watchers = Watchers(gevent.get_hub().loop)
+        return self._watchers
 
     def exhausted(self, error: OSError, doing: str) -> None:
         """Note that ``doing`` failed for want of descriptors (or buffers)."""
