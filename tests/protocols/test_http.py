@@ -1148,8 +1148,10 @@ def batching_requests() -> HttpRequestFramer:
 
 
 def forget_plain_heads() -> None:
-    http._PLAIN_REQUESTS.clear()
-    http._PLAIN_REPLIES.clear()
+    for cache in (http._PLAIN_REQUESTS, http._PLAIN_REPLIES):
+        cache.clear()
+    for whole in (http._WHOLE_REQUESTS, http._WHOLE_REPLIES):
+        whole.clear()
 
 
 def messages(events: Iterable[Event]) -> list[tuple[int, int, Head]]:
@@ -1242,6 +1244,8 @@ def test_batched_requests_frame_as_one_by_one(pipeline: Any, cuts: list[int], co
     events = feed(batching_requests(), *split(client, cuts), b"")
     framing_holds(events, client)
     assert unbatched(events, general) == shape(general)
+    # the same chunks again: those that were whole plain runs are known whole
+    assert feed(batching_requests(), *split(client, cuts), b"") == events
     if not cold and client.startswith(PLAIN[0][0]):  # a plain head seen before: in a batch
         assert isinstance(feed(batching_requests(), client)[0], Batch)
 
@@ -1261,26 +1265,30 @@ def test_batched_replies_frame_as_one_by_one(
         forget_plain_heads()
     infos = [event.info for event in requests(client) if isinstance(event, Head)]
     general = replies(infos, backend, b"")
-    framer = HttpResponseFramer()
-    for event in batching_requests().feed(client):  # what the engine tells the framer
-        if isinstance(event, Batch):
-            framer.expect_plain(event.count)
-        elif isinstance(event, Head):
-            framer.expect(event.info)
-    events: list[Event] = []
-    for index, chunk in enumerate([*split(backend, cuts), b""]):
-        framer.batch_limit = limit = limits[index % len(limits)]
-        got = framer.feed(chunk)
-        finals = 0  # a batch holds only replies among the feed's first `limit` final ones
-        for event in got:
+    runs = []
+    for _ in range(2):  # the second time, the chunks that were whole plain runs are known
+        framer = HttpResponseFramer()
+        for event in batching_requests().feed(client):  # what the engine tells the framer
             if isinstance(event, Batch):
-                finals += event.count
-                assert finals <= limit
-            elif isinstance(event, Head) and not event.interim:
-                finals += 1
-        events += got
-    framing_holds(events, backend)
-    assert unbatched(events, general) == shape(general)
+                framer.expect_plain(event.count)
+            elif isinstance(event, Head):
+                framer.expect(event.info)
+        events: list[Event] = []
+        for index, chunk in enumerate([*split(backend, cuts), b""]):
+            framer.batch_limit = limit = limits[index % len(limits)]
+            got = framer.feed(chunk)
+            finals = 0  # a batch holds only replies among the feed's first `limit` final ones
+            for event in got:
+                if isinstance(event, Batch):
+                    finals += event.count
+                    assert finals <= limit
+                elif isinstance(event, Head) and not event.interim:
+                    finals += 1
+            events += got
+        framing_holds(events, backend)
+        assert unbatched(events, general) == shape(general)
+        runs.append(events)
+    assert runs[0] == runs[1]
 
 
 @pytest.mark.parametrize(("sent", "answered", "who"), CONNECTIONS)
