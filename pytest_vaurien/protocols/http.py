@@ -115,19 +115,6 @@ _WHOLE_MAX = 1024
 _BLANK = b"\r\n\r\n"
 
 
-class _Plain:
-    """``count`` requests in a row that left in a :class:`Batch`: each answered
-    by one final reply framed as a ``GET``'s (one queue entry, not ``count``)."""
-
-    __slots__ = ("count",)
-
-    def __init__(self, count: int) -> None:
-        self.count = count
-
-    def __repr__(self) -> str:
-        return f"<{self.count} plain>"
-
-
 class _Framer:
     """What requests and replies share: heads, bodies, the bytes held back.
 
@@ -361,14 +348,10 @@ class HttpRequestFramer(_Framer):
                 return [batch]
         return super().feed(data)
 
-    @property
-    def batch(self) -> bool:
-        """Whether plain requests may leave in a :class:`Batch` (set by the engine)."""
-        return bool(self._batching)
-
-    @batch.setter
-    def batch(self, value: bool) -> None:
-        self._batching = value
+    #: Whether plain requests may leave in a :class:`Batch` (set by the engine,
+    #: chunk by chunk): the ``_batching`` slot itself, under the engine's name
+    #: (a slot's descriptor, as fast as the slot, unlike a property).
+    batch: bool = _Framer.__dict__["_batching"]
 
     def _plain(self, buf: bytes | bytearray, pos: int, n: int) -> tuple[int, int]:
         return _plain_run(_PLAIN_REQUESTS, _plain_request, buf, pos, n, n)
@@ -421,16 +404,13 @@ class HttpResponseFramer(_Framer):
 
     def __init__(self) -> None:
         super().__init__()
-        self._expected: deque[MessageInfo | _Plain] = deque()
+        #: What the next final replies answer, in order: a request's info, or
+        #: how many requests in a row left in a :class:`Batch` (plain, not HEAD).
+        self._expected: deque[MessageInfo | int] = deque()
 
-    @property
-    def batch_limit(self) -> int:
-        """How many of the next final replies may leave in :class:`Batch` events."""
-        return self._batching
-
-    @batch_limit.setter
-    def batch_limit(self, value: int) -> None:
-        self._batching = value
+    #: How many of the next final replies may leave in :class:`Batch` events
+    #: (set by the engine, chunk by chunk): the ``_batching`` slot, as ``batch``.
+    batch_limit: int = _Framer.__dict__["_batching"]
 
     def feed(self, data: bytes) -> list[Event]:
         """Events for ``data``; ``b""`` is the backend's EOF. Never raises."""
@@ -447,11 +427,12 @@ class HttpResponseFramer(_Framer):
                 expected = self._expected
                 head = expected[0] if expected else None
                 count = batch.count
-                if isinstance(head, _Plain) and head.count >= count and limit >= count:
+                if type(head) is int and head >= count and limit >= count:
                     self._batching = limit - count
-                    head.count -= count
-                    if not head.count:
+                    if head == count:
                         expected.popleft()
+                    else:
+                        expected[0] = head - count
                     return [batch]
         return super().feed(data)
 
@@ -462,24 +443,25 @@ class HttpResponseFramer(_Framer):
     def expect_plain(self, count: int) -> None:
         """The next ``count`` requests left in a :class:`Batch`: plain, not ``HEAD``."""
         expected = self._expected
-        if expected and type(expected[-1]) is _Plain:
-            expected[-1].count += count
+        if expected and type(expected[-1]) is int:
+            expected[-1] += count
         else:
-            expected.append(_Plain(count))
+            expected.append(count)
 
     def _plain(self, buf: bytes | bytearray, pos: int, n: int) -> tuple[int, int]:
         expected = self._expected
         head = expected[0] if expected else None
-        if type(head) is not _Plain:
+        if type(head) is not int:
             return pos, 0
         end, count = _plain_run(
-            _PLAIN_REPLIES, _plain_reply, buf, pos, n, min(self._batching, head.count)
+            _PLAIN_REPLIES, _plain_reply, buf, pos, n, min(self._batching, head)
         )
         if count:
             self._batching -= count
-            head.count -= count
-            if not head.count:
+            if head == count:
                 expected.popleft()
+            else:
+                expected[0] = head - count
         return end, count
 
     def _start_problem(self, first: bytes) -> str | None:
@@ -496,7 +478,7 @@ class HttpResponseFramer(_Framer):
         request = expected[0] if expected else None
         if request is None:
             method = None
-        elif isinstance(request, _Plain):  # a batched request: not HEAD, not CONNECT
+        elif isinstance(request, int):  # a batched request: not HEAD, not CONNECT
             method = "GET"
         else:
             method = request.fields.get("method", "GET")
@@ -514,10 +496,8 @@ class HttpResponseFramer(_Framer):
         if not cached[1] and request is not None:  # a final reply answers its request
             if self._batching:  # and counts against the batch limit (see the class)
                 self._batching -= 1
-            if isinstance(request, _Plain):
-                request.count -= 1
-                if not request.count:
-                    expected.popleft()
+            if isinstance(request, int) and request > 1:
+                expected[0] = request - 1
             else:
                 expected.popleft()
         return cached
