@@ -435,8 +435,20 @@ class Connection:
         finally:
             on_ended, self._on_ended = self._on_ended, None
             self._on_hand_over = None
+            self._release()
             if on_ended is not None:
                 on_ended()
+
+    def _release(self) -> None:
+        """Break the endpoints' way back to this connection, the one
+        reference cycle of a connection served in callbacks, once it is
+        over (no handler ever saw these endpoints): the connection and
+        everything it holds are then freed by reference counting at once,
+        leaving the cyclic garbage collector nothing to look for (it took
+        about a fifth of the proxy's Python time in a churn of short
+        connections)."""
+        del self.client.connection
+        del self.backend.connection
 
     def drop_streams(self) -> None:
         """Stop and free the callback streams (watchers, pipes); idempotent."""

@@ -147,8 +147,6 @@ class Stream:
         #: ``(read end, write end)`` once splicing, and the bytes in it.
         self._pipe: tuple[int, int] | None = None
         self._in_pipe = 0
-        self._on_read: Callable[[], None] = self._on_readable
-        self._on_write: Callable[[], None] = self._on_writable
 
     @property
     def splicing(self) -> bool:
@@ -164,7 +162,15 @@ class Stream:
         return data
 
     def start(self) -> None:
-        self._reader.start(self._on_read)
+        self._read_when_readable()
+
+    # The callbacks are bound when a watcher starts, never kept on the
+    # stream: a stream holding its own bound methods is a reference cycle,
+    # left to the cyclic garbage collector once per stream. A stopped
+    # watcher drops its callback, so an ended stream is freed at once.
+
+    def _read_when_readable(self) -> None:
+        self._reader.start(self._on_readable if self._pipe is None else self._on_splice_readable)
 
     def close(self) -> None:
         """Stop the watchers, free its own and the pipe; the stream never
@@ -200,7 +206,7 @@ class Stream:
         self._reader.stop()
         if self._writer is None:
             self._writer = self._loop.io(self._dest_fileno, _WRITE)
-        self._writer.start(self._on_write)
+        self._writer.start(self._on_writable if self._pipe is None else self._on_splice_writable)
 
     def _on_readable(self) -> None:
         # the per-chunk path of every transparent connection: locals only
@@ -261,7 +267,7 @@ class Stream:
         self._unsent = self._unsent[sent:]
         if not self._unsent:
             self._writer.stop()
-            self._reader.start(self._on_read)
+            self._read_when_readable()
 
     # -- splicing: a bulk direction's bytes stay in the kernel ---------------
 
@@ -273,13 +279,12 @@ class Stream:
         if pipe is None:
             return False
         self._pipe = pipe
-        self._on_read, self._on_write = self._on_splice_readable, self._on_splice_writable
         if self._writer is not None:
             self._writer.stop()
             self._writer.close()
             self._writer = None
         self._reader.stop()
-        self._reader.start(self._on_read)
+        self._read_when_readable()
         return True
 
     def _on_splice_readable(self) -> None:
@@ -339,7 +344,7 @@ class Stream:
             self._end(error)
             return
         self._writer.stop()
-        self._reader.start(self._on_read)
+        self._read_when_readable()
 
     def _read_pipe(self) -> bytes:
         """Take out what the pipe holds."""
