@@ -94,7 +94,9 @@ class PgResponseFramer(Framer):
     With :attr:`batch_limit` set (by the engine, feed by feed), up to that
     many whole replies to batched requests (simple queries, Execute groups,
     Syncs...) leave as :class:`Batch` events (replies to requests relayed
-    untouched with no record: no one reads their summaries).
+    untouched with no record: no one reads their summaries); a reply framed
+    message by message (its start came in an earlier chunk) counts against
+    the limit too, and the whole replies after it go in a batch again.
     """
 
     def __init__(self, session: Session) -> None:
@@ -136,7 +138,7 @@ class PgResponseFramer(Framer):
         buf = self._buf
         if data and not buf and self.batch_limit and self._plan is None:
             # replies to batched requests, whole: framed at once, no summary
-            done = self._plain_replies(data, events)
+            done = self._plain_replies(data, 0, events)
             if done:
                 if done == len(data):
                     self._idle(events)
@@ -182,8 +184,13 @@ class PgResponseFramer(Framer):
             end = pos + 1 + length
             self._message(kind, bytes(buf[pos:end]), events)
             pos = end
-            if self._opaque and pos < n:  # COPY: the rest is not framed
-                events.append(Opaque(bytes(buf[pos:])))
+            if self._opaque:
+                if pos < n:  # COPY: the rest is not framed
+                    events.append(Opaque(bytes(buf[pos:])))
+            elif self.batch_limit and self._plan is None and pos < n:
+                # a reply ended here (its start came in an earlier chunk):
+                # the whole ones after it go at once again
+                pos = self._plain_replies(buf, pos, events)
         if not self._opaque:
             del buf[:pos]
             self._flush_parts(events)
@@ -234,6 +241,8 @@ class PgResponseFramer(Framer):
                 at = end
             self.session.status = data[at + 5 : at + 6]
             queue.popleft()
+            if self.batch_limit:  # one of the batched requests': no longer to come
+                self.batch_limit -= 1
             if summary is None:
                 events += (Head(data[pos:end], MessageInfo("Z")), END)
             else:
@@ -246,10 +255,10 @@ class PgResponseFramer(Framer):
             self._idle(events)
         return pos
 
-    def _plain_replies(self, data: bytes, events: list[Event]) -> int:
-        """Up to :attr:`batch_limit` whole replies to batched requests at the
-        start of ``data``, as one :class:`Batch`; returns where they end (0
-        if none is whole). The replies :meth:`_message` would frame one
+    def _plain_replies(self, data: bytes | bytearray, pos: int, events: list[Event]) -> int:
+        """Up to :attr:`batch_limit` whole replies to batched requests from
+        ``pos`` in ``data``, as one :class:`Batch`; returns where they end
+        (``pos`` if none is whole). The replies :meth:`_message` would frame one
         message at a time, with no summary made: it is followed step by step
         (the plans), and so are the transaction state (each ReadyForQuery)
         and the skip after an ErrorResponse until Sync's ReadyForQuery.
@@ -258,10 +267,10 @@ class PgResponseFramer(Framer):
         (:data:`_PLAIN_REPLY`); a reply with anything else (COPY, a function
         call's) is left, from its first byte, to the message-by-message path.
         """
-        n, pos, count, limit = len(data), 0, 0, self.batch_limit
+        n, start, count, limit = len(data), pos, 0, self.batch_limit
         queue = self._queue
         skipping = self._skipping
-        status = b""
+        status: bytes | bytearray = b""
         while count < limit and queue:
             plan = queue[0]
             if not plan or (skipping and plan != "Y"):  # owed nothing, or skipped
@@ -314,10 +323,13 @@ class PgResponseFramer(Framer):
             queue.popleft()
         self._skipping = skipping
         if status:
-            self.session.status = status
+            self.session.status = bytes(status)
         if count:
             self.batch_limit -= count
-            events.append(Batch(data if pos == n else data[:pos], count))
+            if start == 0 and pos == n and type(data) is bytes:
+                events.append(Batch(data, count))
+            else:
+                events.append(Batch(bytes(data[start:pos]), count))
         return pos
 
     def _idle(self, events: list[Event]) -> None:
@@ -329,6 +341,8 @@ class PgResponseFramer(Framer):
             and (queue[0] == "" or (self._skipping and queue[0] != "Y"))
         ):
             queue.popleft()
+            if self.batch_limit:  # one of the batched requests': no longer to come
+                self.batch_limit -= 1
             events += [Head(b"", MessageInfo("skipped" if self._skipping else "")), END]
 
     def _message(self, kind: int, message: bytes, events: list[Event]) -> None:
@@ -401,6 +415,8 @@ class PgResponseFramer(Framer):
         self._flush_parts(events)
         events.append(END)
         self._plan = None
+        if self.batch_limit:  # one of the batched requests': no longer to come
+            self.batch_limit -= 1
 
 
 def _sqlstate(message: bytes) -> str:

@@ -784,6 +784,31 @@ def test_held_messages_cross_from_one_by_one_to_batches() -> None:
     assert list(requests.session.batched) == ["PBOE", "Y"]
 
 
+def test_after_a_reply_cut_across_chunks_the_whole_ones_go_in_a_batch_again() -> None:
+    """The server's chunks rarely end where a reply does in a long pipeline:
+    the reply cut in two is framed message by message and counts against
+    the limit; the whole replies after it go in one batch again."""
+    requests, replies = framers()
+    requests.batch = True
+    replies.expect(heads(requests.feed(STARTUP))[0])
+    replies.feed(READY)
+    group = parse("SELECT 1") + bind() + DESCRIBE + execute()
+    [batch] = requests.feed(group * 4 + SYNC)
+    assert isinstance(batch, RequestBatch)
+    replies.expect_plain(batch.count)
+    one = msg(b"1") + msg(b"2") + msg(b"n") + complete("SELECT 1")
+    data = one * 4 + msg(b"Z", b"I")
+    cut = len(one) + 7  # in the second reply's BindComplete
+    replies.batch_limit = 5
+    assert replies.feed(data[:cut]) == [Batch(one, 1)]
+    replies.batch_limit = 4  # the engine: the rest of the plain run
+    events = replies.feed(data[cut:])
+    assert [type(e) for e in events] == [Head, End, Batch]
+    assert joined(events) == data[len(one) :]
+    assert events[-1] == Batch(one * 2 + msg(b"Z", b"I"), 3)
+    assert replies.batch_limit == 0
+
+
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     which=st.integers(0, len(_PLAIN_TRAFFIC) - 1),
