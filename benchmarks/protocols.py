@@ -8,14 +8,18 @@ Everything on 127.0.0.1: an HTTP/1.1 backend (selectors, one thread, a fixed
 of its own, the ``vaurien`` command in another at ``100:dummy``, the clients
 here: 4 threads, each doing sequential GETs on one kept-alive connection, as
 a pooled client does. Reported: requests per second and the p50/p99 of each
-request, medians over the rounds; the chunked body's time per MB at two
-sizes shows whether framing stays linear in the bytes.
+request, medians over the rounds; the proxy's CPU time per request (user +
+system, from /proc on Linux), which this machine's noise moves far less than
+the rates; the chunked body's time per MB at two sizes shows whether framing
+stays linear in the bytes.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 import selectors
 import socket
 import statistics
@@ -112,6 +116,15 @@ def start_vaurien(backend: Address, protocol: str) -> tuple[subprocess.Popen[byt
     return process, ("127.0.0.1", port)
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time process ``pid`` used so far; NaN where /proc is not."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return math.nan
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def requests_per_second(address: Address, count: int, clients: int = 4) -> dict[str, float]:
     """``clients`` threads, each ``count`` sequential GETs on one kept-alive connection."""
     latencies: list[float] = []
@@ -191,7 +204,10 @@ def _measure(backend: Address, rounds: int, quick: bool) -> dict[str, dict[str, 
                 process, address = start_vaurien(backend, name)
             print(f"round {round_index + 1}: {name}", file=sys.stderr)
             try:
+                used = cpu_seconds(process.pid) if process is not None else math.nan
                 row = requests_per_second(address, count)
+                if process is not None:  # 4 clients of `count` requests each
+                    row["cpu_us"] = (cpu_seconds(process.pid) - used) / (4 * count) * 1e6
                 for megabytes in sizes:
                     row[f"chunked_{megabytes}mb_s_per_mb"] = chunked_seconds_per_mb(
                         address, megabytes
@@ -210,13 +226,14 @@ def _measure(backend: Address, rounds: int, quick: bool) -> dict[str, dict[str, 
 def table(summary: dict[str, dict[str, float]]) -> str:
     tcp = summary["tcp"]["rate"]
     lines = [
-        "target   requests/s  p50 us  p99 us  / tcp   chunked s/MB (small, large)",
+        "target   requests/s  p50 us  p99 us  / tcp  proxy CPU us  chunked s/MB (small, large)",
     ]
     for name, row in summary.items():
         small, large = (v for k, v in row.items() if k.startswith("chunked"))
+        cpu = f"{row['cpu_us']:>12.1f}" if "cpu_us" in row else f"{'-':>12}"
         lines.append(
             f"{name:<8} {row['rate']:>10.0f}  {row['p50_us']:>6.0f}  {row['p99_us']:>6.0f}"
-            f"  {row['rate'] / tcp:>5.2f}   {small * 1e3:.2f} ms, {large * 1e3:.2f} ms"
+            f"  {row['rate'] / tcp:>5.2f}  {cpu}  {small * 1e3:.2f} ms, {large * 1e3:.2f} ms"
         )
     return "\n".join(lines)
 
