@@ -143,7 +143,8 @@ def test_stopping_closes_connections_in_callbacks_at_once(echo_server, down):
         proxy.stop()
         for client in clients:
             client.close()
-    assert _fds() == fds
+    # the proxy's are closed by now; the echo server closes its side as it sees them go
+    wait_until(lambda: _fds() == fds, message="no descriptor left")
 
 
 def test_a_stop_while_connecting_leaves_nothing_behind():
@@ -312,3 +313,42 @@ def test_a_connection_served_in_callbacks_leaves_no_reference_cycle(echo_server)
             gc.garbage.clear()
             gc.enable()
     assert left == []
+
+
+class FailsToStart(BaseHandler):
+    """Transparent, but its ``on_connection`` raises."""
+
+    name = "fails_to_start"
+
+    def on_connection(self, connection):
+        raise RuntimeError("no state for this one")
+
+
+def test_a_transparent_handler_failing_at_the_start_ends_the_connection_as_an_error(
+    echo_server,
+):
+    with Proxy(echo_server.address, f"{__name__}.FailsToStart") as proxy:
+        with socket.create_connection(proxy.address, timeout=5) as client:
+            assert read_until_eof(client) == b""
+        [record] = settled(proxy)
+        wait_until(lambda: proxy.open_connections == 0)
+    assert record.ending is Ending.ERROR
+    assert "no state for this one" in (record.error or "")
+
+
+def test_an_error_in_a_connect_callback_ends_the_connection_as_an_error(echo_server, monkeypatch):
+    """A bug in the engine's callbacks is no open connection forever, nor a
+    traceback left to the hub: the record says what happened."""
+    from pytest_vaurien.engine.connection import Connection
+
+    def broken(self, *args):
+        raise RuntimeError("a bug in the relay")
+
+    monkeypatch.setattr(Connection, "relay_in_callbacks", broken)
+    with Proxy(echo_server.address) as proxy:
+        with socket.create_connection(proxy.address, timeout=5) as client:
+            assert read_until_eof(client) == b""
+        [record] = settled(proxy)
+        wait_until(lambda: proxy.open_connections == 0)
+    assert record.ending is Ending.ERROR
+    assert "a bug in the relay" in (record.error or "")

@@ -407,6 +407,14 @@ class Connection:
 
     def _on_stream_end(self, stream: Stream, result: object) -> None:
         """How a stream of ``relay_in_callbacks`` ended (in a loop callback)."""
+        try:
+            self._stream_ended(stream, result)
+        except Exception as error:  # never leave an error in the hub, nor the connection open
+            self.record.end(Ending.ERROR, _format_error(error))
+            if self._on_ended is not None:
+                self._end_in_callbacks()
+
+    def _stream_ended(self, stream: Stream, result: object) -> None:
         if result is False:  # EOF: pass the half-close on, go on with the other side
             self.finish(stream.to_backend, "eof")
             if self._done.is_set():
@@ -630,6 +638,12 @@ class Slot:
 
     def start(self) -> None:
         """Connect to the distant (in the accept callback: nothing here waits)."""
+        try:
+            self._start()
+        except Exception as error:  # never leave an error in the hub
+            self._fail(error)
+
+    def _start(self) -> None:
         resolved = self.host.upstream.resolved
         if not resolved:  # a name to resolve per connection: that waits
             self.spawn(serve_connection, self.host, self, self.unit)
@@ -674,6 +688,12 @@ class Slot:
 
     def _on_connect_done(self) -> None:
         """The backend's socket is writable: the handshake is over, one way or another."""
+        try:
+            self._connect_done()
+        except Exception as error:  # never leave an error in the hub
+            self._fail(error)
+
+    def _connect_done(self) -> None:
         connecting = self._stop_connecting()
         if connecting is None:  # pragma: no cover - abandoned meanwhile
             return
@@ -690,11 +710,19 @@ class Slot:
         self._connected(sock, watcher)
 
     def _on_connect_timeout(self) -> None:
-        connecting = self._stop_connecting()
-        if connecting is not None:
-            self.host.watchers.give_back(connecting[1])
-            connecting[0].close()
-        self._connect_next(TimeoutError("timed out"))
+        try:
+            connecting = self._stop_connecting()
+            if connecting is not None:
+                self.host.watchers.give_back(connecting[1])
+                connecting[0].close()
+            self._connect_next(TimeoutError("timed out"))
+        except Exception as error:  # never leave an error in the hub
+            self._fail(error)
+
+    def _fail(self, error: Exception) -> None:
+        """A callback met an error: the connection ends as one, its record
+        says where, and nothing of it stays open."""
+        self.abandon(Ending.ERROR, _format_error(error))
 
     def _refused(self, error: OSError) -> None:
         """No connect went through: the client gets an RST, the record says why."""
@@ -779,9 +807,9 @@ class Slot:
     def _linked(self, _greenlet: gevent.Greenlet) -> None:
         self._end()
 
-    def abandon(self, ending: Ending) -> None:
+    def abandon(self, ending: Ending, error: str | None = None) -> None:
         """End the record and close every socket now, without the greenlet."""
-        self.record.end(ending)
+        self.record.end(ending, error)
         connecting = self._stop_connecting()
         if connecting is not None:
             self.host.watchers.give_back(connecting[1])
