@@ -187,7 +187,8 @@ def test_running_out_of_descriptors_warns_once_per_burst(tmp_path):
     assert "backend refused" not in endings
 
 
-def test_a_stopped_proxy_leaves_nothing_behind(echo_server):
+@pytest.mark.parametrize("behavior", ["delay", "dummy"])  # greenlets; loop callbacks only
+def test_a_stopped_proxy_leaves_nothing_behind(echo_server, behavior):
     """Before: the hub greenlet of each stopped proxy's thread stayed suspended,
     and through its frames kept the whole proxy alive (about 24 KB a test)."""
     import gc
@@ -196,7 +197,8 @@ def test_a_stopped_proxy_leaves_nothing_behind(echo_server):
     from gevent.hub import Hub
 
     def used_and_stopped() -> weakref.ref[Proxy]:
-        proxy = Proxy(echo_server.distant, "delay", options={"delay": {"sleep": 0.001}}).start()
+        options = {"delay": {"sleep": 0.001}}
+        proxy = Proxy(echo_server.distant, behavior, options=options).start()
         with socket.create_connection(proxy.address, timeout=5) as client:
             client.sendall(b"ping")
             assert client.recv(10) == b"ping"
