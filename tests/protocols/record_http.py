@@ -1,7 +1,7 @@
 """Record real HTTP/1.1 traffic for the framer tests (a script, not a test).
 
 Runs the standard library's HTTP server behind a recording tap on localhost,
-drives real clients through it (``http.client``, ``urllib``, ``curl`` when
+drives real clients through it (``http.client``, ``urllib``, ``requests``, ``curl`` when
 installed) and writes what each connection carried, both ways, to
 ``http_traffic.py`` beside this file:
 
@@ -131,6 +131,20 @@ def with_http_client(port: int) -> None:
     connection.close()
 
 
+def with_requests(port: int) -> None:
+    """A pooled client's kept-alive connection: the same heads again and again."""
+    import requests  # a test dependency; imported here as only this driver needs it
+
+    base = f"http://127.0.0.1:{port}"
+    with requests.Session() as session:
+        for _ in range(2):
+            session.get(f"{base}/json?id=1", timeout=10).raise_for_status()
+            session.post(f"{base}/uploads", data=b"payload", timeout=10).raise_for_status()
+            session.head(f"{base}/json", timeout=10).raise_for_status()
+            session.get(f"{base}/stream", timeout=10).raise_for_status()
+            session.delete(f"{base}/uploads/1", timeout=10).raise_for_status()
+
+
 def with_urllib(port: int) -> None:
     urllib.request.urlopen(f"http://127.0.0.1:{port}/json", timeout=10).read()
     try:
@@ -168,7 +182,12 @@ def main() -> None:
     log: list[tuple[bytes, bytes]] = []
     threading.Thread(target=tap, args=(listener, server.server_address, log), daemon=True).start()
     names = []
-    for name, drive in [("http.client", with_http_client), ("urllib", with_urllib)]:
+    drivers = [
+        ("http.client", with_http_client),
+        ("urllib", with_urllib),
+        ("requests", with_requests),
+    ]
+    for name, drive in drivers:
         before = len(log)
         drive(port)
         while len(log) == before or (name == "urllib" and len(log) < before + 2):
