@@ -136,6 +136,11 @@ class PgRequestFramer(Framer):
         self._plan = ""  # their plan letters
         self._statements: dict[bytes, bytes] = {}  # prepared statement name -> SQL
         self._portals: dict[bytes, bytes] = {}  # portal name -> statement name
+        #: The names (``name\0sql\0``, ``portal\0statement\0``) of the last
+        #: Parse and Bind a batch took, whose entries the maps hold: a client
+        #: sends the same ones again and again (None: not known).
+        self._parsed: bytes | None = None
+        self._bound: bytes | None = None
         self._recent: list[dict[str, Any]] = []  # fields of this feed's requests, in order
         self._skipping = False  # the proxy answered an Execute: skip until Sync
 
@@ -289,6 +294,7 @@ class PgRequestFramer(Framer):
         """
         data = buf if type(buf) is bytes else bytes(buf)  # names are sliced as bytes
         statements, portals = self._statements, self._portals
+        parsed, bound = self._parsed, self._bound
         plans = self.session.batched
         owed = len(plans)
         units = 0
@@ -308,18 +314,24 @@ class PgRequestFramer(Framer):
                     plans.append(plan)
                     plan = ""
                 plans.append("Y")
-            elif kind in (_B, _P):
-                # a portal's statement, or a statement's SQL: by name
-                at = data.find(b"\0", pos + 5, end)
-                value = data.find(b"\0", at + 1, end)
-                if at < 0 or value < 0:
-                    break
-                if kind == _B:
+            elif kind == _B:  # a portal's statement, by name
+                if bound is None or not data.startswith(bound, pos + 5, end):
+                    at = data.find(b"\0", pos + 5, end)
+                    value = data.find(b"\0", at + 1, end)
+                    if at < 0 or value < 0:
+                        break
                     portals[data[pos + 5 : at]] = data[at + 1 : value]
-                    plan += "B"
-                else:
+                    bound = data[pos + 5 : value + 1]
+                plan += "B"
+            elif kind == _P:  # a statement's SQL, by name
+                if parsed is None or not data.startswith(parsed, pos + 5, end):
+                    at = data.find(b"\0", pos + 5, end)
+                    value = data.find(b"\0", at + 1, end)
+                    if at < 0 or value < 0:
+                        break
                     statements[data[pos + 5 : at]] = data[at + 1 : value]
-                    plan += "P"
+                    parsed = data[pos + 5 : value + 1]
+                plan += "P"
             elif kind == _D:
                 plan += "S" if length > 4 and data[pos + 5] == _S else "O"
             elif kind == _H:  # with the group before it, or alone: owed nothing
@@ -345,6 +357,7 @@ class PgRequestFramer(Framer):
         if done < pos:
             self._held.append(data[done:pos])
         self._plan = plan
+        self._parsed, self._bound = parsed, bound
         return pos
 
     def _unit(self, kind: str, sql: str) -> dict[str, Any]:
@@ -355,10 +368,12 @@ class PgRequestFramer(Framer):
         if kind == "P":
             at = _nul(message, 5)
             self._statements[message[5:at]] = message[at + 1 : _nul(message, at + 1)]
+            self._parsed = None  # a batch's last may no longer stand
             letter = "P"
         elif kind == "B":
             at = _nul(message, 5)
             self._portals[message[5:at]] = message[at + 1 : _nul(message, at + 1)]
+            self._bound = None
             letter = "B"
         else:
             letter = "C" if kind == "C" else "S" if message[5:6] == b"S" else "O"

@@ -769,6 +769,25 @@ def test_the_plain_path_keeps_the_statement_map_and_the_transaction_state() -> N
     assert sync.summary == "Sync"
 
 
+def test_a_statement_parsed_again_maps_to_its_latest_sql_whichever_path_framed_it() -> None:
+    """Batches skip a Parse or Bind that repeats the last one they mapped;
+    one framed on its own in between must not leave that stale."""
+    requests, _ = framers()
+    requests.feed(STARTUP)
+    for batch, sql in ((True, "SELECT 1"), (False, "SELECT 2"), (True, "SELECT 1")):
+        requests.batch = batch
+        requests.feed(parse(sql, "s") + bind("s", "p") + SYNC)
+    requests.batch = False
+    [unit, _] = heads(requests.feed(execute("p") + SYNC))
+    assert unit.fields["sql"] == "SELECT 1"
+    requests.feed(bind("other", "p") + SYNC)
+    requests.batch = True
+    requests.feed(bind("s", "p") + SYNC)
+    requests.batch = False
+    [unit, _] = heads(requests.feed(execute("p") + SYNC))
+    assert unit.fields["sql"] == "SELECT 1"
+
+
 def test_held_messages_cross_from_one_by_one_to_batches() -> None:
     requests, _ = framers()
     requests.feed(STARTUP)
