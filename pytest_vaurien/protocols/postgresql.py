@@ -303,9 +303,15 @@ class PgRequestFramer(Framer):
         while n - pos >= 5:
             kind, length = message_header(data, pos)
             end = pos + 1 + length
-            if kind not in _BATCHED or not 4 <= length <= MAX_MESSAGE or n < end:
+            if not 4 <= length <= MAX_MESSAGE or n < end:
                 break
-            if kind == _E:
+            if kind == _Q:  # a simple query
+                if plan:
+                    plans.append(plan)
+                    plan = ""
+                plans.append("Q")
+                units += 1
+            elif kind == _E:
                 plans.append(plan + "E")
                 units += 1
                 plan = ""
@@ -339,12 +345,8 @@ class PgRequestFramer(Framer):
                 plan = ""
             elif kind == _C:
                 plan += "C"
-            else:  # a simple query
-                if plan:
-                    plans.append(plan)
-                    plan = ""
-                plans.append("Q")
-                units += 1
+            else:
+                break
             pos = end
             if not plan:
                 done = end
