@@ -131,7 +131,8 @@ class ProxyDown(GreenletExit):  # type: ignore[misc]  # gevent ships no types
 
 
 class Connection:
-    """One client connection and its backend, relayed by two pumps.
+    """One client connection and its backend, relayed in loop callbacks (a
+    transparent chain: ``relay_in_callbacks``) or by two pumps (``run``).
 
     Handlers reach it as ``client_sock.connection``, typed
     :class:`~pytest_vaurien.handlers.context.ConnectionView`: ``state_for``

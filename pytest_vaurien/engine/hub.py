@@ -3,7 +3,8 @@
 Starting and stopping a thread with a hub of its own for each proxy cost
 about a millisecond a test. So the first ``Proxy.start()`` of a process
 starts one thread, ``vaurien-hub``, whose hub then runs every proxy: each
-proxy is only a listener greenlet and its connections' greenlets there.
+proxy is only its listener's watcher there, and its connections' watchers
+(a transparent one's whole life runs in loop callbacks) or greenlets.
 Other threads hand it work with ``loop.run_callback_threadsafe``, the one
 gevent call meant for crossing threads, and wait on native events.
 

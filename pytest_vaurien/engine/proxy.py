@@ -674,8 +674,9 @@ class Proxy:
     def _shut_down(self) -> None:
         """Go down for good, then say so (a loop callback).
 
-        With no connection open, that is all done here, at once; else a
-        greenlet kills them, bounded (``_go_down``).
+        With no connection served by a greenlet, that is all done here, at
+        once (connections in loop callbacks are closed and recorded on the
+        spot); else a greenlet kills them, bounded (``_go_down``).
         """
         try:
             self._close_listener()
@@ -713,8 +714,9 @@ class Proxy:
             self._watch(self._listener)
 
     def _go_down(self, exception: type[BaseException] = ProxyDown) -> None:
-        """Stop listening (connects are refused) and kill every connection of
-        this proxy, and only those: the hub serves other proxies."""
+        """Stop listening (connects are refused) and end every connection of
+        this proxy, and only those: the hub serves other proxies. Those in
+        loop callbacks are closed at once; greenlets are killed, bounded."""
         self._close_listener()
         ending = Ending.PROXY_DOWN if exception is ProxyDown else Ending.PROXY_STOPPED
         slots: list[Slot] = []
