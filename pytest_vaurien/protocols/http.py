@@ -112,6 +112,9 @@ _PLAIN_HEAD = _CACHE_BLOCK + 4  # the longest head a batch takes
 _WHOLE_REQUESTS: dict[bytes, Batch] = {}
 _WHOLE_REPLIES: dict[bytes, Batch] = {}
 _WHOLE_MAX = 1024
+#: What such a cache holds for a chunk whose first message is not a whole
+#: plain one (its bytes alone say so): no batch is tried at its start again.
+_NO_RUN = Batch(b"", 0)
 _BLANK = b"\r\n\r\n"
 
 
@@ -142,21 +145,35 @@ class _Framer:
     def feed(self, data: bytes) -> list[Event]:
         """Events for ``data``; ``b""`` is the peer's EOF. Never raises."""
         if self._batching and self._state == _HEAD and data and not self._pending:
-            # the common chunk: whole plain messages, and nothing held before them
+            return self._fresh(data)
+        return self._framed(data)
+
+    def _fresh(self, data: bytes) -> list[Event]:
+        """A chunk with nothing held before it, while batches may form (the
+        common chunk: whole plain messages), not known whole before."""
+        small = len(data) <= _WHOLE_MAX and type(data) is bytes
+        if self._may_batch():
             end, count = self._plain(data, 0, len(data))
             if count:
                 if end == len(data):
                     batch = Batch(data, count)
-                    if len(data) <= _WHOLE_MAX and type(data) is bytes:
-                        whole = self._whole
-                        if len(whole) >= _CACHE_SIZE:
-                            whole.clear()
-                        whole[data] = batch
+                    if small:
+                        _keep(self._whole, data, batch)
                     return [batch]
                 events: list[Event] = [Batch(data[:end], count)]
-                more, self._pending = frame_held(self._pending, data[end:], self._run)
-                events += more
+                events += self._framed(data[end:], tried=True)  # where the run stopped
                 return events
+            if small:  # its bytes say no batch starts it (the queue and limit allowed one)
+                _keep(self._whole, data, _NO_RUN)
+        return self._framed(data, tried=True)
+
+    def _framed(self, data: bytes, tried: bool = False) -> list[Event]:
+        """Events for ``data``, message by message but for the batches that
+        form after the first message (``tried``: none starts the chunk)."""
+        if tried:
+            # _run's first step is then the search for the head's end, from
+            # byte 1: no head ends at byte 0 (a blank line there is skipped)
+            self._scan = 1
         if self._state == _OPAQUE:
             return [Opaque(bytes(data))] if data else []
         if not data:
@@ -308,6 +325,10 @@ class _Framer:
         """Where the run of whole plain messages from ``pos`` ends, and how many."""
         raise NotImplementedError
 
+    def _may_batch(self) -> bool:
+        """Whether the next message may be in a batch, whatever its bytes."""
+        return True
+
     def _start_problem(self, first: bytes) -> str | None:
         """Why the first bytes of an incomplete head cannot start a message."""
         raise NotImplementedError
@@ -345,7 +366,8 @@ class HttpRequestFramer(_Framer):
         ):
             batch = _WHOLE_REQUESTS.get(data)
             if batch is not None:  # the same requests again (the same bytes): one look-up
-                return [batch]
+                return [batch] if batch.count else self._framed(data, tried=True)
+            return self._fresh(data)
         return super().feed(data)
 
     #: Whether plain requests may leave in a :class:`Batch` (set by the engine,
@@ -424,9 +446,11 @@ class HttpResponseFramer(_Framer):
         ):
             batch = _WHOLE_REPLIES.get(data)
             if batch is not None:  # the same replies again, to as many plain requests
+                count = batch.count
+                if not count:
+                    return self._framed(data, tried=True)
                 expected = self._expected
                 head = expected[0] if expected else None
-                count = batch.count
                 if type(head) is int and head >= count and limit >= count:
                     self._batching = limit - count
                     if head == count:
@@ -435,6 +459,10 @@ class HttpResponseFramer(_Framer):
                         expected[0] = head - count
                     return [batch]
         return super().feed(data)
+
+    def _may_batch(self) -> bool:
+        expected = self._expected
+        return bool(expected) and type(expected[0]) is int
 
     def expect(self, request: MessageInfo) -> None:
         """The next request the client sent, which the next final reply answers."""
@@ -715,6 +743,13 @@ def _body_length(state: int, length: int) -> int:
     if state == _CHUNK_SIZE:
         return _CHUNKED
     return _NOT_PLAIN
+
+
+def _keep(whole: dict[bytes, Batch], data: bytes, batch: Batch) -> None:
+    """Keep what a whole chunk was, in a bounded cache."""
+    if len(whole) >= _CACHE_SIZE:
+        whole.clear()
+    whole[data] = batch
 
 
 def _remember(cache: dict[Any, _Parsed], key: Any, parsed: _Parsed) -> None:

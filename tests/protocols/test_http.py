@@ -1424,3 +1424,28 @@ def test_a_chunked_reply_with_trailers_is_framed_one_by_one() -> None:
         events = framer.feed(reply + OK_ITEM)
         assert [type(event) for event in events][:2] == [Head, End]
         assert joined(events) == reply + OK_ITEM
+
+
+def test_a_chunk_known_not_to_start_a_batch_is_framed_as_before() -> None:
+    head = b"HEAD /item/1 HTTP/1.1\r\nHost: bench\r\n\r\n"
+    post_head = POST[: POST.index(b"\r\n\r\n") + 4]
+    framer = batching_requests()
+    for _ in range(3):  # unknown, then known: no batch starts it
+        assert framer.feed(head) == requests(head)
+        assert framer.feed(post_head) == requests(post_head)  # its body is still to come
+        assert framer.feed(POST[len(post_head) :]) == [End(b"hello world")]
+    assert http._WHOLE_REQUESTS[head] == http._WHOLE_REQUESTS[post_head] == http._NO_RUN
+
+
+def test_a_reply_framed_alone_for_its_queue_is_not_known_as_no_batch() -> None:
+    """Whether a reply may be in a batch depends on what it answers too: a
+    reply framed by itself because it answers a request framed by itself is
+    still batched when it answers a batched request."""
+    forget_plain_heads()
+    framer = HttpResponseFramer()
+    framer.expect(request_info(GET_ITEM))
+    framer.batch_limit = 1
+    assert [type(event) for event in framer.feed(OK_ITEM)] == [Head, End]
+    framer.expect_plain(1)
+    framer.batch_limit = 1
+    assert framer.feed(OK_ITEM) == [Batch(OK_ITEM, 1)]
