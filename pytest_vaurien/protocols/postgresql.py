@@ -149,6 +149,20 @@ class PgRequestFramer(Framer):
         if self._opaque:
             return [Opaque(bytes(data))] if data else []
         events: list[Event] = []
+        if (
+            self.batch
+            and data
+            and not self._buf
+            and not self._skipping
+            and not self._startup
+            and self.session.switched is None
+        ):
+            # most often a chunk of requests to batch, whole: framed at once
+            # (with nothing framed one by one, no request's fields to keep)
+            done = self._batch(data, 0, len(data), events)
+            if done == len(data):
+                return events
+            data = data[done:]
         self._recent = []
         if self.session.switched is not None:  # the server side switched (COPY, TLS)
             self._switch(self.session.switched, self._take() + bytes(data), events)
