@@ -1449,3 +1449,14 @@ def test_a_reply_framed_alone_for_its_queue_is_not_known_as_no_batch() -> None:
     framer.expect_plain(1)
     framer.batch_limit = 1
     assert framer.feed(OK_ITEM) == [Batch(OK_ITEM, 1)]
+
+
+def test_what_batches_remember_stays_bounded() -> None:
+    framer = batching_requests()
+    for i in range(3 * http._CACHE_SIZE):
+        assert framer.feed(b"GET /%d HTTP/1.1\r\nHost: h\r\n\r\n" % i)[0].count == 1
+    assert 0 < len(http._PLAIN_REQUESTS) <= http._CACHE_SIZE
+    assert 0 < len(http._WHOLE_REQUESTS) <= http._CACHE_SIZE
+    pipeline = GET_ITEM * (http._WHOLE_MAX // len(GET_ITEM) + 1)  # over the size kept whole
+    assert framer.feed(pipeline) == [Batch(pipeline, pipeline.count(b"GET"))]
+    assert pipeline not in http._WHOLE_REQUESTS
