@@ -126,7 +126,8 @@ class Proxy:
     :param host: where to listen; 127.0.0.1 by default.
     :param port: where to listen; 0 (the default) picks a free port.
     :param on_record: called with each connection's record when it ends (in
-        the shared hub's thread: keep it short), e.g. to log it.
+        the shared hub's thread, often from a loop callback: keep it short
+        and never wait, not even with gevent), e.g. to log it.
     :param protocol: ``"tcp"`` (faults per connection) or a protocol to frame,
         such as ``"http"`` (faults per request).
     :param rules: :class:`~pytest_vaurien.Rule` objects or their string forms.
