@@ -24,8 +24,8 @@ paired with its reply through a :class:`_PlainRun`, one entry in the queue
 for any number of such exchanges in a row; and a framer that can (Redis,
 PostgreSQL's queries and extended protocol) cuts a whole pipeline into one
 :class:`Batch` in one pass (PostgreSQL's may hold requests that are no unit,
-a Sync: its ``units`` says how many ordinals it takes). The plan is read once per chunk read, which is when a per-unit loop
-would have read it too. A chunk's events are handled in one loop that takes
+a Sync: its ``units`` says how many ordinals it takes). The plan is read
+once per chunk read, which is when a per-unit loop would have read it too. A chunk's events are handled in one loop that takes
 the plain path's (a batch, a plain head, an end) by their exact type first;
 and the random source handlers draw from is set only when a unit is decided
 there, the one time handler code runs in a callback.
@@ -390,10 +390,9 @@ class ExchangeRelay:
         self.to_backend.add(data)
 
     def _relay_batch(self, batch: Batch) -> None:
-        """A batch of requests, decided with its chunk: relayed. Its units are
-        ``count``, or ``units`` when the protocol says how many of the
-        requests are units (PostgreSQL: a Sync is none)."""
-        self._relay_plain(batch.count, batch.data, None, getattr(batch, "units", batch.count))
+        """A batch of requests, decided with its chunk: relayed."""
+        units = batch.units
+        self._relay_plain(batch.count, batch.data, None, batch.count if units is None else units)
 
     def _batch_answered(self, batch: Batch) -> None:
         """``batch``'s replies answer as many requests of the plain run first in line."""

@@ -109,8 +109,11 @@ class Switched:
 
 @dataclass(frozen=True)
 class Batch:
-    """``count`` whole messages at once, each a unit that needs nothing but
-    relaying: no handshake, no transaction, no switch, no summary.
+    """``count`` whole messages at once that need nothing but relaying: no
+    handshake, no transaction, no switch, no summary. Each is a unit (takes
+    an ordinal) unless ``units`` says how many are: requests that pair with
+    replies but are no unit of their own (PostgreSQL's Sync) count in
+    ``count`` only.
 
     Only a framer whose ``batch`` attribute the engine set emits these (for
     requests, while every unit of the plan in force is relayed untouched and
@@ -122,6 +125,7 @@ class Batch:
 
     data: bytes
     count: int
+    units: int | None = None
 
 
 @dataclass(frozen=True)

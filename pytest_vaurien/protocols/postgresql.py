@@ -106,7 +106,7 @@ class RequestBatch(Batch):
     followed), ``units`` of them units (queries and Executes: each takes an
     ordinal); the others are relayed outside the rules, as one by one."""
 
-    units: int = 0
+    units: int
 
     def __init__(self, data: bytes, count: int, units: int) -> None:
         # one a chunk of requests: the fields set as a frozen dataclass's
