@@ -38,7 +38,7 @@ import random
 import socket
 import sys
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Protocol, TypeAlias
 
 import gevent
@@ -355,11 +355,9 @@ class Connection:
                 if self._done.is_set():
                     waiter.switch(True)
                 return
+            if result is True:  # the plan changed: what the other had taken on goes on
+                self._keep_leftovers(streams or ())
             for other in streams or ():
-                if result is True:  # the plan changed: what the other had taken on goes on
-                    leftover = other.leftover()
-                    if leftover:
-                        self._leftover[other.to_backend] = leftover
                 other.close()
             if isinstance(result, BaseException):
                 self.record_failure(result, stream.to_backend)
@@ -379,6 +377,14 @@ class Connection:
         finally:
             for stream in streams:
                 stream.close()
+
+    def _keep_leftovers(self, streams: Iterable[Stream]) -> None:
+        """What fast-path streams had read but not sent (a full destination)
+        when the plan changed: their pumps send it first, as it is."""
+        for stream in streams:
+            leftover = stream.leftover()
+            if leftover:
+                self._leftover[stream.to_backend] = leftover
 
     def relay_in_callbacks(
         self,
@@ -426,10 +432,7 @@ class Connection:
             self.finish(stream.to_backend, "reset")
             self._end_in_callbacks()
             return
-        for other in self._streams:  # the plan changed: what the other had taken on goes on
-            leftover = other.leftover()
-            if leftover:
-                self._leftover[other.to_backend] = leftover
+        self._keep_leftovers(self._streams)  # the plan changed: what they had taken on goes on
         self.drop_streams()
         on_hand_over, self._on_hand_over = self._on_hand_over, None
         self._on_ended = None

@@ -148,11 +148,6 @@ class Stream:
         self._pipe: tuple[int, int] | None = None
         self._in_pipe = 0
 
-    @property
-    def splicing(self) -> bool:
-        """Whether this direction moves its bytes through a pipe by now."""
-        return self._pipe is not None
-
     def leftover(self) -> bytes:
         """Take out what this stream read but could not send yet (its
         destination was full): the connection sends it before handing over."""

@@ -681,11 +681,9 @@ class Proxy:
         """
         try:
             self._close_listener()
-            if any(slot.greenlet is not None for slot in self._slots):
+            if self._end_callback_connections(Ending.PROXY_STOPPED):
                 gevent.spawn(self._shut_down_connections)
                 return
-            for slot in list(self._slots):  # all in callbacks: closed right here
-                slot.abandon(Ending.PROXY_STOPPED)
         except BaseException as error:  # never leave an error in the hub
             print(f"{self.name}: stopping: {error!r}", file=sys.stderr)
         self._stopped()
@@ -720,14 +718,8 @@ class Proxy:
         loop callbacks are closed at once; greenlets are killed, bounded."""
         self._close_listener()
         ending = Ending.PROXY_DOWN if exception is ProxyDown else Ending.PROXY_STOPPED
-        slots: list[Slot] = []
-        greenlets: list[Greenlet] = []
-        for slot in list(self._slots):
-            if slot.greenlet is None:  # in loop callbacks: nothing to unwind
-                slot.abandon(ending)
-            else:
-                slots.append(slot)
-                greenlets.append(slot.greenlet)
+        slots = self._end_callback_connections(ending)
+        greenlets: list[Greenlet] = [slot.greenlet for slot in slots]
         for greenlet in greenlets:
             greenlet.kill(exception, block=False)
         # joinall, unlike killall, never raises its timeout; whatever has not
@@ -743,6 +735,17 @@ class Proxy:
             # may get the same descriptor number, and a late close would
             # close that one
             gevent.sleep(0)
+
+    def _end_callback_connections(self, ending: Ending) -> list[Slot]:
+        """Close, right here, the connections served in loop callbacks
+        (nothing of theirs has to unwind); the slots served by a greenlet."""
+        served: list[Slot] = []
+        for slot in list(self._slots):
+            if slot.greenlet is None:
+                slot.abandon(ending)
+            else:
+                served.append(slot)
+        return served
 
     def _close_listener(self) -> None:
         """Stop accepting and close the listening socket (in the hub)."""

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import _socket
 import errno
-import os
 import socket
 from typing import Any
 
@@ -50,22 +49,14 @@ class Upstream:
             return
         self.resolved = [(family, sockaddr) for family, _, _, _, sockaddr in infos]
 
-    def connect(self) -> _socket.socket | gevent.socket.socket:
-        """A connected non-blocking socket to the distant (a gevent one when
-        the name is resolved now).
+    def connect(self) -> gevent.socket.socket:
+        """A socket connected to the distant, resolved now, in a greenlet: for
+        a name that did not resolve at start (a connection to a resolved
+        address connects in loop callbacks, with :func:`start_connect`).
 
         :raises OSError: from the last address tried (e.g. refused).
         """
-        if not self.resolved:  # resolve now, through gevent's resolver
-            return gevent.socket.create_connection(self.address, timeout=self.connect_timeout)
-        failure: OSError | None = None
-        for family, sockaddr in self.resolved:
-            try:
-                return _connect_to(family, sockaddr, self.connect_timeout)
-            except OSError as error:
-                failure = error
-        assert failure is not None
-        raise failure
+        return gevent.socket.create_connection(self.address, timeout=self.connect_timeout)
 
 
 def _numeric(address: Address) -> tuple[int, Any] | None:
@@ -95,29 +86,3 @@ def start_connect(family: int, sockaddr: Any) -> tuple[_socket.socket, int]:
         sock.close()
         raise
     return sock, result
-
-
-def _connect_to(family: int, sockaddr: Any, timeout: float) -> _socket.socket:
-    """A plain non-blocking socket connected to ``sockaddr``: the fast path
-    relays on it as it is, a handler's pump wraps it in a gevent socket."""
-    sock, result = start_connect(family, sockaddr)
-    try:
-        if result in CONNECTING:
-            # the handshake is under way (most often, even on loopback): wait
-            # until the socket is writable, bounded, then read how it went -
-            # what gevent's connect does, without a gevent socket, its
-            # timeouts set and reset and its second connect call
-            hub = gevent.get_hub()
-            watcher = hub.loop.io(sock.fileno(), 2)
-            try:
-                with gevent.Timeout(timeout, TimeoutError("timed out")):
-                    hub.wait(watcher)
-            finally:
-                watcher.close()
-            result = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-        if result not in (0, errno.EISCONN):
-            raise OSError(result, os.strerror(result))
-    except BaseException:
-        sock.close()
-        raise
-    return sock
