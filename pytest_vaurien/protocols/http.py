@@ -337,6 +337,26 @@ class _Framer:
         """The parsed head (its bytes without the final blank line), or the problem."""
         raise NotImplementedError
 
+    def _parse_once(
+        self,
+        cache: dict[Any, _Parsed],
+        key: Any,
+        raw: bytes,
+        parse: Callable[..., tuple[_Parsed, str | None] | str],
+        *args: Any,
+    ) -> _Parsed | str:
+        """A head not in ``cache`` yet, parsed, and kept under ``key`` unless
+        it switches the stream (``after``, this framer's from then on)."""
+        parsed = parse(raw.decode("latin-1").removesuffix("\r"), *args)
+        if isinstance(parsed, str):
+            return parsed
+        head, after = parsed
+        if after is None:
+            _remember(cache, key, head)
+        else:
+            self._after = after
+        return head
+
 
 class HttpRequestFramer(_Framer):
     """Cuts a client's stream into requests (RFC 9112 sections 3, 6).
@@ -389,18 +409,7 @@ class HttpRequestFramer(_Framer):
         """Parsed once per distinct head: a client sends the same head again
         and again (a poll, a health check, a benchmark), and what it says
         depends on its bytes alone."""
-        cached = _REQUESTS.get(raw)
-        if cached is not None:
-            return cached
-        parsed = _parse_request(raw.decode("latin-1").removesuffix("\r"))
-        if isinstance(parsed, str):
-            return parsed
-        head, after = parsed
-        if after is None:
-            _remember(_REQUESTS, raw, head)
-        else:
-            self._after = after
-        return head
+        return _REQUESTS.get(raw) or self._parse_once(_REQUESTS, raw, raw, _parse_request)
 
 
 class HttpResponseFramer(_Framer):
@@ -511,16 +520,9 @@ class HttpResponseFramer(_Framer):
         else:
             method = request.fields.get("method", "GET")
         key = (raw, method)
-        cached = _REPLIES.get(key)
-        if cached is None:
-            parsed = _parse_reply(raw.decode("latin-1").removesuffix("\r"), method)
-            if isinstance(parsed, str):
-                return parsed
-            cached, after = parsed
-            if after is None:
-                _remember(_REPLIES, key, cached)
-            else:
-                self._after = after
+        cached = _REPLIES.get(key) or self._parse_once(_REPLIES, key, raw, _parse_reply, method)
+        if isinstance(cached, str):
+            return cached
         if not cached[1] and request is not None:  # a final reply answers its request
             if self._batching:  # and counts against the batch limit (see the class)
                 self._batching -= 1
