@@ -1,6 +1,6 @@
-"""The fast path's bulk mode over real sockets: past ``SPLICE_AFTER`` bytes a
-direction splices through a pipe (Linux), and must still carry every byte in
-order, count them exactly, pass half-closes and resets on, hand over to a
+"""The fast path's bulk mode over real sockets: past ``SPLICE_AFTER`` bytes
+read in full buffers a direction splices through a pipe (Linux), and must
+still carry every byte in order, count them exactly, pass half-closes and resets on, hand over to a
 handler on a live change with nothing lost, and leave no descriptor behind."""
 
 from __future__ import annotations
@@ -91,6 +91,22 @@ def test_a_bulk_echo_splices_both_ways_byte_exact(echo_server, spliced):
     # both legs of both directions, past the first SPLICE_AFTER bytes each way
     assert sum(spliced) >= 2 * 2 * (len(payload) - 2 * AFTER)
     wait_until(lambda: _fds() <= fds, message="no pipe or socket left open")
+
+
+def test_request_reply_traffic_never_splices_however_much_it_moves(echo_server, spliced):
+    """Small messages come back in short reads: for them a splice in and a
+    splice out cost more than a recv and a send, so the direction stays on
+    recv/send past SPLICE_AFTER bytes."""
+    message = os.urandom(1024)
+    rounds = 2 * AFTER // len(message)
+    with Proxy(echo_server.address) as proxy:
+        with socket.create_connection(proxy.address, timeout=10) as sock:
+            for _ in range(rounds):
+                sock.sendall(message)
+                assert read_exactly(sock, len(message)) == message
+        [record] = settled(proxy)
+    assert record.bytes_to_backend == record.bytes_to_client == rounds * len(message) > AFTER
+    assert spliced == []
 
 
 def _sink_then_answer(conn: socket.socket) -> None:

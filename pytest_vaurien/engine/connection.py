@@ -317,7 +317,8 @@ class Connection:
                     raw,
                     self.record,
                     host.read_size,
-                    lambda: host.plan is plan,
+                    host,
+                    plan,
                     on_end,
                     None if readers is None else readers[0 if to_backend else 1],
                 )

@@ -7,14 +7,18 @@ once, and a write watcher takes over only while the destination is full.
 No greenlet switch per chunk, and none at all when the connection itself
 lives in loop callbacks (``Connection.relay_in_callbacks``).
 
-A direction that has moved more than ``SPLICE_AFTER`` bytes goes on with
-``os.splice`` through a pipe of its own (Linux): the bytes go from one
-socket to the other inside the kernel, never copied into Python objects.
-Short connections never pay for a pipe; a pipe that cannot be made (out of
-descriptors) leaves the direction on ``recv``/``send``.
+A direction that has moved more than ``SPLICE_AFTER`` bytes in reads that
+filled the buffer (a bulk transfer) goes on with ``os.splice`` through a
+pipe of its own (Linux): the bytes go from one socket to the other inside
+the kernel, never copied into Python objects. Short connections and
+request/reply traffic, whose reads come back short, never pay for a pipe:
+for small messages a splice in and a splice out cost more than a ``recv``
+and a ``send``. A pipe that cannot be made (out of descriptors) leaves the
+direction on ``recv``/``send``.
 
 A :class:`Stream` is one direction. It ends (``on_end``) with ``False`` at
-EOF, ``True`` when the proxy's plan changed (the chunk just read is
+EOF, ``True`` when the proxy's plan changed (``host.plan`` is no longer the
+plan it started under) (the chunk just read is
 left in ``source.pending`` for the new chain), or the error it met.
 """
 
@@ -23,7 +27,7 @@ from __future__ import annotations
 import fcntl
 import os
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import gevent
 
@@ -34,13 +38,23 @@ __all__ = ["CHUNKS_PER_WAKEUP", "SPLICE_AFTER", "Stream", "Watchers", "raw_socke
 
 #: Chunks one readiness callback moves before letting other connections run.
 CHUNKS_PER_WAKEUP = 16
-#: Bytes a direction moves by ``recv``/``send`` before it takes a pipe and
-#: splices (``None``: never, where ``os.splice`` is missing).
+#: Bytes a direction moves by ``recv``/``send`` in reads that filled the
+#: buffer before it takes a pipe and splices (``None``: never, where
+#: ``os.splice`` is missing).
 SPLICE_AFTER: int | None = 256 * 1024 if hasattr(os, "splice") else None
 #: What a splicing direction's pipe holds (the kernel's default is 64 KiB).
 PIPE_SIZE = 256 * 1024
 _SPLICE_FLAGS = getattr(os, "SPLICE_F_NONBLOCK", 0) | getattr(os, "SPLICE_F_MOVE", 0)
 _READ, _WRITE = 1, 2
+#: What a readiness callback iterates over (a tuple: no range object per wakeup).
+_CHUNKS = (None,) * CHUNKS_PER_WAKEUP
+
+
+class PlanHolder(Protocol):
+    """Whoever holds the plan in force (the proxy): read once per chunk."""
+
+    @property
+    def plan(self) -> object: ...
 
 
 def raw_sockets(source: Any, dest: Any) -> tuple[Any, Any] | None:
@@ -92,18 +106,19 @@ class Watchers:
             watcher.close()
 
 
-def _pipe() -> tuple[int, int] | None:
+def _pipe() -> tuple[int, int, int] | None:
     """A non-blocking pipe for splicing, as large as the system lets us have
-    (``PIPE_SIZE``); ``None`` when none can be made (out of descriptors)."""
+    (``PIPE_SIZE``): its read end, write end and size; ``None`` when none
+    can be made (out of descriptors)."""
     try:
         read_end, write_end = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError:
         return None
     try:  # past the per-user soft limit a larger pipe is refused: keep the default
-        fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
+        size = fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
     except OSError:
-        pass
-    return read_end, write_end
+        size = fcntl.fcntl(write_end, fcntl.F_GETPIPE_SZ)
+    return read_end, write_end, size
 
 
 class Stream:
@@ -116,12 +131,14 @@ class Stream:
         raw: tuple[Any, Any],
         record: ConnectionRecord,
         read_size: int,
-        still_current: Callable[[], bool],
+        host: PlanHolder,
+        plan: object,
         on_end: Callable[[Stream, object], None],
         reader: Any = None,
     ) -> None:
-        """``reader``: a stopped io watcher on the source's descriptor to
-        read with, which stays its giver's (``close`` only stops it); one
+        """``host.plan`` is ``plan`` for as long as the stream may move
+        bytes. ``reader``: a stopped io watcher on the source's descriptor
+        to read with, which stays its giver's (``close`` only stops it); one
         of the stream's own is made when ``None``."""
         self.source = source
         self.dest = dest
@@ -130,7 +147,8 @@ class Stream:
         self._send = raw[1].send
         self._record = record
         self._size = read_size
-        self._still_current = still_current
+        self._host = host
+        self._plan = plan
         self._on_end = on_end
         self._unsent = b""
         self._loop = loop = gevent.get_hub().loop
@@ -144,8 +162,8 @@ class Stream:
         self._ended = False
         #: Bytes left before this direction splices; ``None``: it never will.
         self._until_splice = SPLICE_AFTER
-        #: ``(read end, write end)`` once splicing, and the bytes in it.
-        self._pipe: tuple[int, int] | None = None
+        #: ``(read end, write end, size)`` once splicing, and the bytes in it.
+        self._pipe: tuple[int, int, int] | None = None
         self._in_pipe = 0
 
     def leftover(self) -> bytes:
@@ -207,8 +225,9 @@ class Stream:
         # the per-chunk path of every transparent connection: locals only
         recv, send, size, record = self._recv, self._send, self._size, self._record
         to_backend = self.to_backend
+        host, plan = self._host, self._plan
         try:
-            for _ in range(CHUNKS_PER_WAKEUP):
+            for _ in _CHUNKS:
                 try:
                     data = recv(size)
                 except ConnectionResetError:
@@ -218,7 +237,7 @@ class Stream:
                     self.source.eof = True
                     self._end(False)
                     return
-                if not self._still_current():
+                if host.plan is not plan:  # a live change: the new chain takes over
                     self.source.pending = data
                     self._end(True)
                     return
@@ -237,12 +256,12 @@ class Stream:
                     self._unsent = data[sent:]
                     self._wait_for_room()
                     return
-                if self._until_splice is not None:
+                if len(data) < size:  # most likely drained: wait for more
+                    return
+                if self._until_splice is not None:  # a full read: bulk, maybe
                     self._until_splice -= sent
                     if self._until_splice <= 0 and self._start_splicing():
                         return
-                if len(data) < size:  # most likely drained: wait for more
-                    return
         except BlockingIOError:
             return
         except Exception as error:  # never leave an error in the hub: end the stream
@@ -285,13 +304,13 @@ class Stream:
     def _on_splice_readable(self) -> None:
         """Source to pipe to destination; the pipe is empty whenever this runs."""
         assert self._pipe is not None
-        read_end, write_end = self._pipe
+        read_end, write_end, pipe_size = self._pipe
         source, dest = self._source_fileno, self._dest_fileno
-        splice = os.splice
+        splice, host, plan = os.splice, self._host, self._plan
         try:
-            for _ in range(CHUNKS_PER_WAKEUP):
+            for _ in _CHUNKS:
                 try:
-                    size = splice(source, write_end, PIPE_SIZE, flags=_SPLICE_FLAGS)
+                    size = splice(source, write_end, pipe_size, flags=_SPLICE_FLAGS)
                 except ConnectionResetError:
                     self.source.was_reset = True
                     raise
@@ -300,12 +319,14 @@ class Stream:
                     self._end(False)
                     return
                 self._in_pipe = size
-                if not self._still_current():
+                if host.plan is not plan:
                     self._drain_pipe_into_pending()
                     self._end(True)
                     return
                 if not self._splice_out(read_end, dest):
                     self._wait_for_room()
+                    return
+                if size < pipe_size:  # most likely drained: wait for more
                     return
         except BlockingIOError:
             return

@@ -267,7 +267,9 @@ class Proxy:
         if registry is None:
             registry = registry_from_plugins(make_plugin_manager())
         self._registry = registry
-        self._plan = self._own(plan_from_settings(settings, registry, self, seed=self.seed))
+        #: The fault plan in force, replaced whole by a live change. A plain
+        #: attribute, not a property: the relay reads it for every chunk.
+        self.plan: Plan = self._own(plan_from_settings(settings, registry, self, seed=self.seed))
         self._records: deque[ConnectionRecord] = deque(maxlen=max_records)
         self._exchanges: deque[ExchangeRecord] = deque(maxlen=max_records)
         self._ordinals = 0
@@ -310,14 +312,9 @@ class Proxy:
         return self.upstream.connect_timeout
 
     @property
-    def plan(self) -> Plan:
-        """The fault plan in force (replaced whole by a live change)."""
-        return self._plan
-
-    @property
     def behavior(self) -> str:
         """The behavior spec in force."""
-        return self._plan.spec
+        return self.plan.spec
 
     @property
     def accepted(self) -> int:
@@ -332,7 +329,7 @@ class Proxy:
     @property
     def handlers(self) -> dict[str, BaseHandler]:
         """The handler instances in force, by the name the behavior uses."""
-        return dict(self._plan.instances)
+        return dict(self.plan.instances)
 
     @property
     def connections(self) -> list[ConnectionRecord]:
@@ -418,8 +415,8 @@ class Proxy:
         """
         where = "set_behavior()"
         parsed = parse_marker_options(options, where)
-        previous = self._plan
-        self._plan = relayered(previous, spec, parsed, self._registry, where=where, proxy=self)
+        previous = self.plan
+        self.plan = relayered(previous, spec, parsed, self._registry, where=where, proxy=self)
         return _Restore(self, previous)
 
     def configure(
@@ -433,36 +430,36 @@ class Proxy:
         :raises ConfigError: for a bad option or rule, or another protocol
             than the proxy's; nothing changes then.
         """
-        if settings.protocol != self._plan.protocol:
+        if settings.protocol != self.plan.protocol:
             raise ConfigError(
                 f"{settings.protocol_source}: protocol {settings.protocol!r}, but {self.name} "
-                f"frames {self._plan.protocol!r} for its whole life"
+                f"frames {self.plan.protocol!r} for its whole life"
             )
         seed = self.seed if seed is None else seed
         plan = plan_from_settings(settings, registry or self._registry, self, seed=seed)
         self.seed, self.random = seed, random.Random(seed)
-        self._plan = self._own(plan)
+        self.plan = self._own(plan)
         return plan.spec
 
     def restore(self, plan: Plan, seed: int) -> None:
         """Put back a plan and seed saved from ``plan``/``seed`` (after ``configure``)."""
         self.seed, self.random = seed, random.Random(seed)
-        self._plan = self._own(plan)
+        self.plan = self._own(plan)
 
     @property
     def rules(self) -> list[Rule]:
         """The live rules, in order: ``matched`` and ``fired`` keep counting."""
-        return self._plan.rules
+        return self.plan.rules
 
     def rule(self, name: str) -> Rule:
         """The live rule called ``name``.
 
         :raises KeyError: listing the known names.
         """
-        for rule in self._plan.rules:
+        for rule in self.plan.rules:
             if rule.name == name:
                 return rule
-        known = ", ".join(rule.name for rule in self._plan.rules) or "none"
+        known = ", ".join(rule.name for rule in self.plan.rules) or "none"
         raise KeyError(f"no rule named {name!r}; known: {known}")
 
     def add_rule(self, rule: Rule | str) -> Rule:
@@ -474,9 +471,9 @@ class Proxy:
         :raises ConfigError: for a bad rule; nothing changes then.
         """
         plan = with_rules(
-            self._plan, [*self._plan.rules, rule], self._registry, where="add_rule()", proxy=self
+            self.plan, [*self.plan.rules, rule], self._registry, where="add_rule()", proxy=self
         )
-        self._plan = self._own(plan)
+        self.plan = self._own(plan)
         return plan.rules[-1]
 
     def set_rules(self, rules: list[Rule | str]) -> list[Rule]:
@@ -484,8 +481,8 @@ class Proxy:
 
         :raises ConfigError: for a bad rule; nothing changes then.
         """
-        plan = with_rules(self._plan, list(rules), self._registry, where="set_rules()", proxy=self)
-        self._plan = self._own(plan)
+        plan = with_rules(self.plan, list(rules), self._registry, where="set_rules()", proxy=self)
+        self.plan = self._own(plan)
         return plan.rules
 
     def remove_rule(self, rule: Rule | str) -> None:
@@ -494,11 +491,11 @@ class Proxy:
         :raises KeyError: for a rule this proxy does not have.
         """
         target = self.rule(rule) if isinstance(rule, str) else rule
-        remaining = [kept for kept in self._plan.rules if kept is not target]
-        if len(remaining) == len(self._plan.rules):
+        remaining = [kept for kept in self.plan.rules if kept is not target]
+        if len(remaining) == len(self.plan.rules):
             raise KeyError(f"{target.name!r} is not a rule of {self.name}")
-        self._plan = self._own(
-            with_rules(self._plan, remaining, self._registry, where="remove_rule()", proxy=self)
+        self.plan = self._own(
+            with_rules(self.plan, remaining, self._registry, where="remove_rule()", proxy=self)
         )
 
     def _own(self, plan: Plan) -> Plan:
@@ -893,4 +890,4 @@ class _Restore:
 
     def __exit__(self, *exc_info: object) -> None:
         proxy = self._proxy
-        proxy._plan = with_behavior_of(proxy._plan, self._previous)
+        proxy.plan = with_behavior_of(proxy.plan, self._previous)
