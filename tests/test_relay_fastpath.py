@@ -109,6 +109,74 @@ def test_request_reply_traffic_never_splices_however_much_it_moves(echo_server, 
     assert spliced == []
 
 
+def _send_buffers_of_sockets_to(peer: tuple[str, int]) -> list[int]:
+    """SO_SNDBUF of every socket of this process connected to ``peer`` (the
+    in-process proxy's side of a connection)."""
+    sizes = []
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            if not os.readlink(f"/proc/self/fd/{name}").startswith("socket:"):
+                continue
+            sock = socket.socket(fileno=int(name))
+        except OSError:  # gone meanwhile
+            continue
+        try:
+            try:
+                if sock.getpeername()[:2] == peer:
+                    sizes.append(sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF))
+            except OSError:
+                pass
+        finally:
+            sock.detach()  # it is someone else's descriptor
+    return sizes
+
+
+def test_a_splicing_direction_caps_its_loopback_destination_send_buffer(echo_server):
+    """Autotuned, a loopback destination's send buffer grows to megabytes of
+    spliced pages in flight; capped, bulk runs at about twice the rate."""
+    payload = os.urandom(4 * MB)
+    capped = 2 * fastpath.LOOPBACK_SEND_BUFFER  # Linux doubles what it is asked
+    with (
+        Proxy(echo_server.address) as proxy,
+        socket.create_connection(proxy.address, timeout=10) as sock,
+    ):
+        sock.sendall(b"x")
+        assert read_exactly(sock, 1) == b"x"
+        assert capped not in _send_buffers_of_sockets_to(echo_server.address)
+        sender = threading.Thread(target=sock.sendall, args=(payload,), daemon=True)
+        sender.start()
+        assert read_exactly(sock, len(payload)) == payload
+        sender.join(10)
+        # the proxy's socket to the backend, and its socket to this client
+        assert _send_buffers_of_sockets_to(echo_server.address) == [capped]
+        assert _send_buffers_of_sockets_to(sock.getsockname()[:2]) == [capped]
+
+
+class _Peer:
+    def __init__(self, address: object) -> None:
+        self._address = address
+
+    def getpeername(self) -> object:
+        if isinstance(self._address, OSError):
+            raise self._address
+        return self._address
+
+
+@pytest.mark.parametrize(
+    ("peer", "expected"),
+    [
+        (("127.0.0.1", 80), True),
+        (("127.3.2.1", 80), True),
+        (("::1", 80, 0, 0), True),
+        (("::ffff:127.0.0.1", 80, 0, 0), True),
+        (OSError(107, "Transport endpoint is not connected"), False),
+        (("not an address", 80), False),
+    ],
+)
+def test_what_counts_as_a_loopback_destination(peer, expected):
+    assert fastpath._on_loopback(_Peer(peer)) is expected  # type: ignore[arg-type]
+
+
 def _sink_then_answer(conn: socket.socket) -> None:
     """Reads to EOF, then sends back 6 MB derived from what it got and closes."""
     digest = hashlib.sha256()
