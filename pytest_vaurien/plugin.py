@@ -809,17 +809,24 @@ def _distant_of(request: pytest.FixtureRequest) -> object:
     """``vaurien_distant``'s value for this test: through pytest if a conftest,
     module, class or ``parametrize`` overrides the fixture, else computed here
     (setting up one more fixture would cost each test tens of microseconds)."""
+    if _distant_is_ours(request):
+        return _configured_distant(request.node)
+    return request.getfixturevalue("vaurien_distant")
+
+
+def _distant_is_ours(request: pytest.FixtureRequest) -> bool:
+    """Whether this test's ``vaurien_distant`` is this module's, overridden by
+    no conftest, module, class or ``parametrize``."""
     item = request.node
     callspec = getattr(item, "callspec", None)
-    if callspec is None or "vaurien_distant" not in callspec.params:
-        manager = getattr(item.session, "_fixturemanager", None)
-        try:
-            visible = manager.getfixturedefs("vaurien_distant", item)  # type: ignore[union-attr]
-        except Exception:  # another pytest's internals: ask pytest itself
-            visible = None
-        if visible and _is_ours(visible[-1].func):
-            return _configured_distant(item)
-    return request.getfixturevalue("vaurien_distant")
+    if callspec is not None and "vaurien_distant" in callspec.params:
+        return False
+    manager = getattr(item.session, "_fixturemanager", None)
+    try:
+        visible = manager.getfixturedefs("vaurien_distant", item)  # type: ignore[union-attr]
+    except Exception:  # another pytest's internals: ask pytest itself
+        return False
+    return bool(visible) and _is_ours(visible[-1].func)
 
 
 def _is_ours(func: object) -> bool:
@@ -984,6 +991,8 @@ def _start_proxies(request: pytest.FixtureRequest) -> dict[str, Proxy]:
     """A proxy for each backend of ``vaurien_distant``, by name."""
     item = request.node
     test_proxies = _test_proxies(request)
+    if _distant_is_ours(request) and _configured_distants(item.config) is None:
+        return {DEFAULT: _start_configured_proxy(item, test_proxies)}
     value = _distant_of(request)
     try:
         distants = _as_distants(value, "vaurien_distant")
@@ -1002,6 +1011,21 @@ def _start_proxies(request: pytest.FixtureRequest) -> dict[str, Proxy]:
     except VaurienError as error:
         _fail(error)
     return proxies
+
+
+def _start_configured_proxy(item: pytest.Item, test_proxies: _TestProxies) -> Proxy:
+    """The one proxy of a test whose backend the markers, command line or ini
+    file name (the common case): its settings resolved once, not once for
+    ``vaurien_distant`` and again for the proxy."""
+    try:
+        if "vaurien_proxy_factory" not in getattr(item, "fixturenames", ()):
+            _check_targets(item, {DEFAULT, *_names_so_far(item)})
+        settings = resolve(_layers(item))
+        if settings.distant is None:
+            pytest.fail(NO_DISTANT, pytrace=False)
+        return test_proxies.start(settings, DEFAULT, _marker_allows_refused(item))
+    except VaurienError as error:
+        _fail(error)
 
 
 @pytest.fixture

@@ -271,6 +271,46 @@ def test_each_override_of_vaurien_distant_reaches_the_proxy(pytester, echo_serve
     result.assert_outcomes(passed=5)
 
 
+def test_a_proxy_whose_backend_is_configured_resolves_its_settings_once(pytester, echo_server):
+    """The common case, no override of ``vaurien_distant``: the settings are
+    resolved once per proxy (each resolve costs the test microseconds), and
+    the marker's distant still beats the command line's."""
+    pytester.makeconftest("""
+        import pytest
+        from pytest_vaurien import plugin
+
+        CALLS = []
+        _real = plugin.resolve
+
+        def _counting(layers):
+            CALLS.append(len(layers))
+            return _real(layers)
+
+        plugin.resolve = _counting
+
+        @pytest.fixture(autouse=True)
+        def resolves():
+            CALLS.clear()
+            return CALLS
+    """)
+    pytester.makepyfile(f"""
+        import pytest
+
+        pytestmark = pytest.mark.vaurien(distant="{echo_server.distant}")
+
+        @pytest.mark.vaurien("delay", delay__sleep=0)
+        def test_marked(resolves, vaurien_proxy):
+            assert vaurien_proxy.distant == "{echo_server.distant}"
+            assert len(resolves) == 1
+
+        def test_module_marker_only(resolves, vaurien_proxy):
+            assert vaurien_proxy.distant == "{echo_server.distant}"
+            assert len(resolves) == 1
+    """)
+    result = pytester.runpytest("--vaurien-distant", "127.0.0.1:1", "-p", "no:randomly")
+    result.assert_outcomes(passed=2)
+
+
 def test_every_proxy_a_session_started_is_closed_when_it_ends(pytester, echo_server):
     """Teardown leaves an idle proxy to the hub to close without waiting; none
     is left listening by the end of the session, used or not."""
