@@ -20,7 +20,7 @@ A splicing direction whose destination is on this machine (loopback) caps
 that socket's send buffer (``LOOPBACK_SEND_BUFFER``). Left to autotuning it
 grows to megabytes of spliced pages in flight (most likely too many to
 stay in the cache): proxybench's 1 GiB went through at 1.7-2.0 GB/s that
-way, 2.5-4.8 with the cap (haproxy: 2.0-2.2). A remote destination keeps
+way, 2.2-4.8 with the cap (haproxy: 2.0-2.2). A remote destination keeps
 autotuning, which a long round trip needs.
 
 A :class:`Stream` is one direction. It ends (``on_end``) with ``False`` at
