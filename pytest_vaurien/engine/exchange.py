@@ -310,14 +310,22 @@ class ExchangeRelay:
             if not data:
                 eof = True
                 (self.pumps.client if to_backend else self.pumps.backend).eof = True
+            # a chunk of the plain path is most often one batch: no loop for it
             if to_backend:
                 self._prepare_requests()
                 events = self.requests.feed(data)
-                handover = self._fast_requests(events)
+                if len(events) == 1 and type(events[0]) is Batch:
+                    self._relay_batch(events[0])
+                    handover = None
+                else:
+                    handover = self._fast_requests(events)
             else:
                 self._prepare_replies()
                 events = self.replies.feed(data)
-                handover = self._fast_replies(events)
+                if len(events) == 1 and type(events[0]) is Batch:
+                    handover = None if self._batch_replied(events[0]) else (0, _AFTER)
+                else:
+                    handover = self._fast_replies(events)
             if handover is None:
                 if outbox.flush_now():
                     if eof:
@@ -402,6 +410,14 @@ class ExchangeRelay:
         run.count -= batch.count
         if not run.count:
             self.pending.popleft()
+
+    def _batch_replied(self, batch: Batch) -> bool:
+        """``batch``'s replies go out; False when the next request in line is
+        answered by the proxy itself (a pump sends that answer)."""
+        self._batch_answered(batch)
+        self.to_client.add(batch.data)
+        pending = self.pending
+        return not pending or pending[0].forwarded
 
     def _plain_reply_done(self, run: _PlainRun) -> None:
         """A reply to a request of ``run`` went out whole."""
@@ -488,9 +504,7 @@ class ExchangeRelay:
         for index, event in enumerate(events):
             outgoing = self.outgoing
             if type(event) is Batch:  # replies to plain requests (the framer's limit)
-                self._batch_answered(event)
-                add(event.data)
-                if pending and not pending[0].forwarded:
+                if not self._batch_replied(event):
                     return index, _AFTER  # the proxy's own answer is next: the pump sends it
             elif type(event) is Part:
                 add(event.data)

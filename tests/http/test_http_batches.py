@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import http.client
 import socket
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from contextlib import closing
 from typing import Any
 
@@ -19,6 +20,8 @@ import pytest
 
 from pytest_vaurien import Proxy
 from pytest_vaurien.protocols import http as framing
+from tests.client import wait_until
+from tests.servers import ScriptedServer
 
 
 @pytest.fixture
@@ -169,3 +172,50 @@ def test_an_answer_after_batched_requests_waits_for_their_replies(plain_proxy, h
             got.append((reply.status, reply.read()))
     assert got == [(201, b"created ok"), (503, b"injected by vaurien\n"), (201, b"created ok")]
     assert http_backend.posts() == ["/pay/0", "/pay/1", "/pay/3"]
+
+
+def _holding_the_second_reply(release: threading.Event) -> Callable[[socket.socket], None]:
+    """A backend answering each GET with ``hello PATH``; its second answer
+    waits for ``release``."""
+
+    def serve(conn: socket.socket) -> None:
+        buf, served = b"", 0
+        while data := conn.recv(65536):
+            buf += data
+            while b"\r\n\r\n" in buf:
+                head, buf = buf.split(b"\r\n\r\n", 1)
+                served += 1
+                if served == 2:
+                    release.wait(10)
+                body = b"hello " + head.split(b" ")[1]
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+
+    return serve
+
+
+def test_a_batch_of_replies_then_the_proxys_own_answer_to_a_request_decided_meanwhile():
+    """A plain request's reply comes back as a batch after a rule added live
+    made the proxy answer the next request itself: that answer follows the
+    batch, in order."""
+    release = threading.Event()
+    with (
+        ScriptedServer(_holding_the_second_reply(release)) as server,
+        Proxy(server.distant, "100:dummy", protocol="http", keep_records=False) as proxy,
+        socket.create_connection(proxy.address, timeout=5) as sock,
+    ):
+        reader = _Kept(sock.makefile("rb"))
+
+        def reply() -> tuple[int, bytes]:
+            answer = http.client.HTTPResponse(reader, method="GET")  # type: ignore[arg-type]
+            answer.begin()
+            return answer.status, answer.read()
+
+        sock.sendall(b"GET /one HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert reply() == (200, b"hello /one")
+        sock.sendall(b"GET /one HTTP/1.1\r\nHost: x\r\n\r\n")  # its head known: a batch
+        rule = proxy.add_rule("error; status=503; match=GET /two")
+        sock.sendall(b"GET /two HTTP/1.1\r\nHost: x\r\n\r\n")
+        wait_until(lambda: rule.matched == 1, message="the proxy decided GET /two")
+        release.set()
+        assert reply() == (200, b"hello /one")
+        assert reply()[0] == 503
