@@ -314,7 +314,7 @@ class ExchangeRelay:
             if to_backend:
                 self._prepare_requests()
                 events = self.requests.feed(data)
-                if len(events) == 1 and type(events[0]) is Batch:
+                if len(events) == 1 and isinstance(events[0], Batch):  # or PostgreSQL's
                     self._relay_batch(events[0])
                     handover = None
                 else:
