@@ -74,11 +74,14 @@ def format_address(address: Address) -> str:
 
 
 def is_loopback(host: str) -> bool:
-    """True for a loopback address (127.0.0.0/8, ::1) or ``localhost``; a
-    name that may resolve anywhere else is not."""
+    """True for a loopback address (127.0.0.0/8, ::1, either mapped into
+    IPv6) or ``localhost``; a name that may resolve anywhere else is not."""
     if host.lower() == "localhost":
         return True
     try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
+        address = ipaddress.ip_address(host.strip("[]"))
     except ValueError:
         return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped.is_loopback
+    return address.is_loopback

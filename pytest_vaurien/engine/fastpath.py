@@ -32,7 +32,6 @@ for the new chain), or the error it met.
 from __future__ import annotations
 
 import fcntl
-import ipaddress
 import os
 import socket
 from collections.abc import Callable
@@ -40,6 +39,7 @@ from typing import Any, Protocol
 
 import gevent
 
+from pytest_vaurien.address import is_loopback
 from pytest_vaurien.engine.endpoint import Endpoint, os_socket
 from pytest_vaurien.records import ConnectionRecord
 
@@ -120,15 +120,12 @@ class Watchers:
 
 
 def _on_loopback(sock: socket.socket) -> bool:
-    """Whether ``sock``'s peer is on this machine (127.0.0.0/8, ::1, or
-    either mapped into IPv6); False when it cannot be told."""
+    """Whether ``sock``'s peer is on this machine; False when it cannot be told."""
     try:
-        address = ipaddress.ip_address(sock.getpeername()[0])
-    except (OSError, ValueError, IndexError):
+        host = sock.getpeername()[0]
+    except (OSError, IndexError):
         return False
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
-    return address.is_loopback
+    return isinstance(host, str) and is_loopback(host)
 
 
 def _pipe() -> tuple[int, int, int] | None:
