@@ -336,21 +336,17 @@ class PgRequestFramer(Framer):
                 plans.append("Y")
             elif kind == _B:  # a portal's statement, by name
                 if bound is None or not data.startswith(bound, pos + 5, end):
-                    at = data.find(b"\0", pos + 5, end)
-                    value = data.find(b"\0", at + 1, end)
-                    if at < 0 or value < 0:
+                    named = _remember(portals, data, pos + 5, end)
+                    if named is None:
                         break
-                    portals[data[pos + 5 : at]] = data[at + 1 : value]
-                    bound = data[pos + 5 : value + 1]
+                    bound = named
                 plan += "B"
             elif kind == _P:  # a statement's SQL, by name
                 if parsed is None or not data.startswith(parsed, pos + 5, end):
-                    at = data.find(b"\0", pos + 5, end)
-                    value = data.find(b"\0", at + 1, end)
-                    if at < 0 or value < 0:
+                    named = _remember(statements, data, pos + 5, end)
+                    if named is None:
                         break
-                    statements[data[pos + 5 : at]] = data[at + 1 : value]
-                    parsed = data[pos + 5 : value + 1]
+                    parsed = named
                 plan += "P"
             elif kind == _D:
                 plan += "S" if length > 4 and data[pos + 5] == _S else "O"
@@ -430,6 +426,19 @@ def _nul(data: bytes | bytearray, start: int, end: int | None = None) -> int:
     if at < 0:
         return len(data) if end is None else end
     return at
+
+
+def _remember(names: dict[bytes, bytes], data: bytes, start: int, end: int) -> bytes | None:
+    """Map the NUL-terminated name at ``start`` to the NUL-terminated string
+    after it (a Parse's statement and SQL, a Bind's portal and statement);
+    returns both strings, NULs included, to tell the same message again at
+    once (``None``, remembering nothing, if either is cut short)."""
+    at = data.find(b"\0", start, end)
+    value = data.find(b"\0", at + 1, end)
+    if at < 0 or value < 0:
+        return None
+    names[data[start:at]] = data[at + 1 : value]
+    return data[start : value + 1]
 
 
 def _skip(fields: dict[str, Any]) -> None:
