@@ -805,15 +805,6 @@ def _configured_distant(item: pytest.Item) -> str | dict[str, str]:
     return format_address(settings.distant)
 
 
-def _distant_of(request: pytest.FixtureRequest) -> object:
-    """``vaurien_distant``'s value for this test: through pytest if a conftest,
-    module, class or ``parametrize`` overrides the fixture, else computed here
-    (setting up one more fixture would cost each test tens of microseconds)."""
-    if _distant_is_ours(request):
-        return _configured_distant(request.node)
-    return request.getfixturevalue("vaurien_distant")
-
-
 def _distant_is_ours(request: pytest.FixtureRequest) -> bool:
     """Whether this test's ``vaurien_distant`` is this module's, overridden by
     no conftest, module, class or ``parametrize``."""
@@ -991,9 +982,12 @@ def _start_proxies(request: pytest.FixtureRequest) -> dict[str, Proxy]:
     """A proxy for each backend of ``vaurien_distant``, by name."""
     item = request.node
     test_proxies = _test_proxies(request)
-    if _distant_is_ours(request) and _configured_distants(item.config) is None:
+    ours = _distant_is_ours(request)
+    if ours and _configured_distants(item.config) is None:
         return {DEFAULT: _start_configured_proxy(item, test_proxies)}
-    value = _distant_of(request)
+    # computed here unless overridden: one more fixture would cost each test
+    # tens of microseconds
+    value = _configured_distant(item) if ours else request.getfixturevalue("vaurien_distant")
     try:
         distants = _as_distants(value, "vaurien_distant")
         if "vaurien_proxy_factory" not in getattr(item, "fixturenames", ()):
