@@ -25,10 +25,12 @@ for any number of such exchanges in a row; and a framer that can (Redis,
 PostgreSQL's queries and extended protocol) cuts a whole pipeline into one
 :class:`Batch` in one pass (PostgreSQL's may hold requests that are no unit,
 a Sync: its ``units`` says how many ordinals it takes). The plan is read
-once per chunk read, which is when a per-unit loop would have read it too. A chunk's events are handled in one loop that takes
-the plain path's (a batch, a plain head, an end) by their exact type first;
-and the random source handlers draw from is set only when a unit is decided
-there, the one time handler code runs in a callback.
+once per chunk read, which is when a per-unit loop would have read it too.
+A chunk that frames to one batch (the usual one) skips the loop over events;
+the others are handled in one loop that takes the plain path's (a batch, a
+plain head, an end) by their exact type first. The random source handlers
+draw from is set only when a unit is decided there, the one time handler
+code runs in a callback.
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ import gevent.event
 from gevent import GreenletExit
 
 from pytest_vaurien.engine.chain import run_over
-from pytest_vaurien.engine.endpoint import Endpoint
+from pytest_vaurien.engine.endpoint import Endpoint, os_socket
 from pytest_vaurien.handlers.base import CONNECTION_RANDOM, BaseHandler
 from pytest_vaurien.handlers.context import RELAY, ConnectionView, ExchangeFault
 from pytest_vaurien.handlers.dummy import Dummy
@@ -279,7 +281,7 @@ class ExchangeRelay:
         loop = gevent.get_hub().loop
         for to_backend in (True, False):
             source = self.pumps.client if to_backend else self.pumps.backend
-            raw = getattr(source.sock, "_sock", None)
+            raw = os_socket(source.sock)
             if raw is None or source.pending:  # pragma: no cover - other gevent internals
                 self._spawn_pump(to_backend, [], b"")
                 continue
