@@ -28,7 +28,7 @@ import sys
 import time
 from pathlib import Path
 
-from run import Address, Target, _connect, _free_port, _read_exactly, echo_once
+from run import Address, Target, _connect, _read_exactly
 
 HERE = Path(__file__).resolve().parent
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -37,23 +37,8 @@ TICKS = os.sysconf("SC_CLK_TCK")
 class MinimalRelay(Target):
     """``minimal_relay.py`` in front of the backend."""
 
-    def start(self) -> None:
-        port = _free_port()
-        self.process = subprocess.Popen(
-            [sys.executable, str(HERE / "minimal_relay.py"), str(port), str(self.backend[1])],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            text=True,
-        )
-        self.address = ("127.0.0.1", port)
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
-            try:
-                echo_once(self.address)
-                return
-            except OSError:
-                time.sleep(0.02)  # polling for the relay to listen, bounded
-        raise RuntimeError("the minimal relay did not start")
+    def command(self, port: int) -> list[str]:
+        return [sys.executable, str(HERE / "minimal_relay.py"), str(port), str(self.backend[1])]
 
 
 def _threads(pid: int) -> list[int]:

@@ -53,9 +53,28 @@ class Target:
         if self.name == "direct":
             return
         port = _free_port()
+        self.process = subprocess.Popen(
+            self.command(port),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )
+        self.address = (self.backend[0], port)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            try:
+                echo_once(self.address)
+                return
+            except OSError:
+                time.sleep(0.02)  # polling for the proxy to listen, bounded
+        raise RuntimeError(f"{self.name} did not start")
+
+    def command(self, port: int) -> list[str]:
+        """The proxy's command line, listening on ``port``."""
         host, backend_port = self.backend
         if self.name == "vaurien":
-            command = [
+            return [
                 sys.executable,
                 "-m",
                 "pytest_vaurien",
@@ -66,48 +85,31 @@ class Target:
                 "--log-level",
                 "warning",
             ]
-        elif self.name == "socat":
-            command = [
+        if self.name == "socat":
+            return [
                 str(shutil.which("socat")),
                 f"TCP-LISTEN:{port},bind={host},reuseaddr,fork,backlog=4096",
                 f"TCP:{host}:{backend_port}",
             ]
-        else:
-            config = self.workdir / "haproxy.cfg"
-            config.write_text(
-                textwrap.dedent(f"""
-                global
-                    maxconn 8000
-                defaults
-                    mode tcp
-                    maxconn 8000
-                    timeout connect 5s
-                    timeout client 60s
-                    timeout server 60s
-                frontend bench
-                    bind {host}:{port}
-                    default_backend echo
-                backend echo
-                    server backend {host}:{backend_port}
-            """)
-            )
-            command = [str(shutil.which("haproxy")), "-f", str(config), "-db"]
-        self.process = subprocess.Popen(
-            command,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            text=True,
-            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        config = self.workdir / "haproxy.cfg"
+        config.write_text(
+            textwrap.dedent(f"""
+            global
+                maxconn 8000
+            defaults
+                mode tcp
+                maxconn 8000
+                timeout connect 5s
+                timeout client 60s
+                timeout server 60s
+            frontend bench
+                bind {host}:{port}
+                default_backend echo
+            backend echo
+                server backend {host}:{backend_port}
+        """)
         )
-        self.address = (host, port)
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
-            try:
-                echo_once(self.address)
-                return
-            except OSError:
-                time.sleep(0.02)  # polling for the proxy to listen, bounded
-        raise RuntimeError(f"{self.name} did not start")
+        return [str(shutil.which("haproxy")), "-f", str(config), "-db"]
 
     def stop(self) -> None:
         if self.process is not None:
