@@ -72,8 +72,8 @@ def commands() -> _Span:
     span = _compiled.get("commands")
     if span is None:
         bulk = b"\\$(?:" + _lengths() + b")"
-        # the special names grouped by length, after their "$N" line: an
-        # ordinary command fails the look-ahead at its length's digits
+        # the special names grouped by length, after their "$": an ordinary
+        # command name fails the look-ahead at its length's digits
         by_length: dict[int, list[str]] = {}
         for name in SPECIAL:
             by_length.setdefault(len(name), []).append(name)
@@ -81,12 +81,14 @@ def commands() -> _Span:
             b"%d\r\n(?i:%s)" % (size, "|".join(names).encode())
             for size, names in sorted(by_length.items())
         )
+        # the look-ahead sits on the name's bulk string, inside each count's
+        # branch: checked where the name starts, not from the count again
+        name = b"(?!\\$(?:" + special + b")\r\n)" + bulk
         one = (
-            b"\\*(?![0-9]+\r\n\\$(?:"
-            + special
-            + b")\r\n)(?:"
+            b"\\*(?:"
             + b"|".join(
-                b"%d\r\n(?:%s){%d}" % (count, bulk, count) for count in range(1, MAX_ARGS + 1)
+                b"%d\r\n%s(?:%s){%d}" % (count, name, bulk, count - 1)
+                for count in range(1, MAX_ARGS + 1)
             )
             + b")"
         )
