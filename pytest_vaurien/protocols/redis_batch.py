@@ -83,11 +83,11 @@ def commands() -> _Span:
         )
         # the look-ahead sits on the name's bulk string, inside each count's
         # branch: checked where the name starts, not from the count again
-        name = b"(?!\\$(?:" + special + b")\r\n)" + bulk
+        first = b"(?!\\$(?:" + special + b")\r\n)" + bulk
         one = (
             b"\\*(?:"
             + b"|".join(
-                b"%d\r\n%s(?:%s){%d}" % (count, name, bulk, count - 1)
+                b"%d\r\n%s(?:%s){%d}" % (count, first, bulk, count - 1)
                 for count in range(1, MAX_ARGS + 1)
             )
             + b")"
