@@ -9,7 +9,9 @@ and every thread of the proxy are pinned to one CPU, then one connection
 makes ``--round-trips`` round trips of 100 bytes. Targets: direct, the
 ``vaurien`` command (``100:dummy``), ``minimal_relay.py`` (a relay on gevent
 that only ``recv``s and ``send``s: what a Python relay on gevent cannot go
-below) and haproxy if installed. Per target: the p50 of the round trips and
+below), the same with its callback in C (``minimal-c``, if a C compiler is
+here: what is left with the per-chunk work outside Python) and haproxy if
+installed. Per target: the p50 of the round trips and
 the proxy's own CPU per round trip (user and system, from ``/proc``).
 
 Everything on 127.0.0.1. Expect about one run in six of the same code to be
@@ -28,6 +30,7 @@ import sys
 import time
 from pathlib import Path
 
+from minimal_relay import c_compiler
 from run import Address, Target, _connect, _read_exactly
 
 HERE = Path(__file__).resolve().parent
@@ -35,10 +38,12 @@ TICKS = os.sysconf("SC_CLK_TCK")
 
 
 class MinimalRelay(Target):
-    """``minimal_relay.py`` in front of the backend."""
+    """``minimal_relay.py`` in front of the backend (``minimal-c``: with ``--c``)."""
 
     def command(self, port: int) -> list[str]:
-        return [sys.executable, str(HERE / "minimal_relay.py"), str(port), str(self.backend[1])]
+        script = HERE / "minimal_relay.py"
+        flags = ["--c"] if self.name == "minimal-c" else []
+        return [sys.executable, str(script), str(port), str(self.backend[1]), *flags]
 
 
 def _threads(pid: int) -> list[int]:
@@ -113,6 +118,8 @@ def main() -> int:
     assert backend_process.stdout is not None
     backend: Address = ("127.0.0.1", int(backend_process.stdout.readline()))
     names = ["direct", "vaurien", "minimal"]
+    if c_compiler():
+        names.append("minimal-c")
     if shutil.which("haproxy"):
         names.append("haproxy")
     figures: dict[str, list[dict[str, float]]] = {name: [] for name in names}
@@ -121,7 +128,11 @@ def main() -> int:
             order = names[round_index % len(names) :] + names[: round_index % len(names)]
             for name in order:
                 print(f"round {round_index + 1}: {name}", file=sys.stderr)
-                target = MinimalRelay(name, backend) if name == "minimal" else Target(name, backend)
+                target = (
+                    MinimalRelay(name, backend)
+                    if name.startswith("minimal")
+                    else Target(name, backend)
+                )
                 target.start()
                 try:
                     figures[name].append(round_trips(target, backend_process.pid, args.round_trips))
