@@ -33,20 +33,6 @@ class Upper(BaseHandler):
 '''
 
 
-@pytest.fixture(params=["c", "python"])
-def per_chunk_loop(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Runs a test with each of the fast path's per-chunk loops: the C relay
-    (``engine/_relay.c``, when it is built here) and the Python one."""
-    from pytest_vaurien.engine import fastpath
-
-    if request.param == "c":
-        if fastpath.C_RELAY is None:
-            pytest.skip("the C relay is not built here (pip install -e . with a C compiler)")
-    else:
-        monkeypatch.setattr(fastpath, "C_RELAY", None)
-    return str(request.param)
-
-
 @pytest.fixture
 def upper_source() -> str:
     """The source of the ``upper`` handler, for a conftest or a module to hold."""

@@ -13,7 +13,6 @@ import re
 import shutil
 import subprocess
 import sys
-import sysconfig
 import tarfile
 import zipfile
 from email.parser import Parser
@@ -35,14 +34,7 @@ NOT_SOURCES = shutil.ignore_patterns(
     "*.egg-info",
     "__pycache__",
     ".*_cache",
-    "*.so",
 )
-
-
-def c_compiler_here() -> bool:
-    """Whether a build here compiles the optional C relay."""
-    headers = Path(sysconfig.get_paths()["include"]) / "Python.h"
-    return bool(shutil.which("cc")) and headers.exists()
 
 
 def source_files() -> set[str]:
@@ -50,7 +42,7 @@ def source_files() -> set[str]:
     return {
         path.relative_to(ROOT).as_posix()
         for path in PACKAGE.rglob("*")
-        if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".so"
+        if path.is_file() and "__pycache__" not in path.parts
     }
 
 
@@ -88,13 +80,8 @@ def test_the_sdist_and_wheel_ship_every_module_py_typed_and_the_license(dist: Pa
         metadata = Parser().parsestr(archive.read(f"{NAME}.dist-info/METADATA").decode())
         entry_points = archive.read(f"{NAME}.dist-info/entry_points.txt").decode()
         license_text = archive.read(f"{NAME}.dist-info/licenses/LICENSE").decode()
-    # the C relay ships compiled, not as its source
-    missing = {name for name in expected if not name.endswith(".c")} - names
+    missing = expected - names
     assert not missing, f"the wheel lacks {sorted(missing)}"
-    if c_compiler_here():
-        assert any(re.fullmatch(r"pytest_vaurien/engine/_relay\..*\.so", name) for name in names), (
-            "the wheel has no compiled C relay"
-        )
     assert license_text == (ROOT / "LICENSE").read_text()
     assert "Copyright (c) 2026 the pytest-vaurien authors" in license_text
     assert metadata["License-Expression"] == "MIT"
@@ -107,7 +94,7 @@ def test_the_sdist_and_wheel_ship_every_module_py_typed_and_the_license(dist: Pa
 
     with tarfile.open(sdist) as archive:
         in_sdist = {name.removeprefix(f"{NAME}/") for name in archive.getnames()}
-    missing = (expected | {"LICENSE", "README.md", "pyproject.toml", "setup.py"}) - in_sdist
+    missing = (expected | {"LICENSE", "README.md", "pyproject.toml"}) - in_sdist
     assert not missing, f"the sdist lacks {sorted(missing)}"
 
     check = subprocess.run(

@@ -23,8 +23,6 @@ from tests.servers import EchoServer, FullBacklog, ScriptedServer
 
 ROOT = Path(__file__).resolve().parent.parent
 
-pytestmark = pytest.mark.usefixtures("per_chunk_loop")
-
 
 def _fds() -> int:
     return len(os.listdir("/proc/self/fd"))

@@ -19,10 +19,7 @@ from pytest_vaurien.records import Ending
 from tests.client import read_exactly, read_until_eof, settled, wait_until
 from tests.servers import EchoServer, ScriptedServer
 
-pytestmark = [
-    pytest.mark.skipif(fastpath.SPLICE_AFTER is None, reason="no os.splice here"),
-    pytest.mark.usefixtures("per_chunk_loop"),
-]
+pytestmark = pytest.mark.skipif(fastpath.SPLICE_AFTER is None, reason="no os.splice here")
 
 MB = 1 << 20
 #: Where splicing starts, give or take a chunk.

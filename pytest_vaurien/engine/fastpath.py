@@ -43,7 +43,7 @@ from pytest_vaurien.address import is_loopback
 from pytest_vaurien.engine.endpoint import Endpoint, os_socket
 from pytest_vaurien.records import ConnectionRecord
 
-__all__ = ["CHUNKS_PER_WAKEUP", "C_RELAY", "SPLICE_AFTER", "Stream", "Watchers", "raw_sockets"]
+__all__ = ["CHUNKS_PER_WAKEUP", "SPLICE_AFTER", "Stream", "Watchers", "raw_sockets"]
 
 #: Chunks one readiness callback moves before letting other connections run.
 CHUNKS_PER_WAKEUP = 16
@@ -61,25 +61,6 @@ _SPLICE_FLAGS = getattr(os, "SPLICE_F_NONBLOCK", 0) | getattr(os, "SPLICE_F_MOVE
 _READ, _WRITE = 1, 2
 #: What a readiness callback iterates over (a tuple: no range object per wakeup).
 _CHUNKS = (None,) * CHUNKS_PER_WAKEUP
-#: What a chunk came to, when not read short and sent whole (``Stream._settle``;
-#: ``_relay.c`` hands back the same numbers).
-EOF, PLAN_CHANGED, PARTIAL, FULL, RECV_FAILED, SEND_FAILED, FAILED = range(7)
-
-
-def _load_c_relay() -> Callable[..., None] | None:
-    """The per-chunk loop in C (``_relay.c``), if it was built and
-    ``VAURIEN_NO_EXTENSIONS`` does not turn it off."""
-    if os.environ.get("VAURIEN_NO_EXTENSIONS", "") not in ("", "0"):
-        return None
-    try:
-        from pytest_vaurien.engine._relay import relay
-    except ImportError:  # installed without a C compiler: the Python loop
-        return None
-    return relay
-
-
-#: The C relay a stream reads with, or ``None``: ``Stream._on_readable``.
-C_RELAY = _load_c_relay()
 
 
 class PlanHolder(Protocol):
@@ -225,22 +206,7 @@ class Stream:
     # watcher drops its callback, so an ended stream is freed at once.
 
     def _read_when_readable(self) -> None:
-        if self._pipe is not None:
-            self._reader.start(self._on_splice_readable)
-        elif C_RELAY is not None:
-            self._reader.start(
-                C_RELAY,
-                self._source_fileno,
-                self._dest_fileno,
-                self._size,
-                self._host,
-                self._plan,
-                self._record,
-                "bytes_to_backend" if self.to_backend else "bytes_to_client",
-                self._settle,
-            )
-        else:
-            self._reader.start(self._on_readable)
+        self._reader.start(self._on_readable if self._pipe is None else self._on_splice_readable)
 
     def close(self) -> None:
         """Stop the watchers, free its own and the pipe; the stream never
@@ -279,8 +245,7 @@ class Stream:
         self._writer.start(self._on_writable if self._pipe is None else self._on_splice_writable)
 
     def _on_readable(self) -> None:
-        # the per-chunk path of every transparent connection: locals only;
-        # all but a chunk read and sent whole is _settle's (and the C relay's)
+        # the per-chunk path of every transparent connection: locals only
         recv, send, size, record = self._recv, self._send, self._size, self._record
         to_backend = self.to_backend
         host, plan = self._host, self._plan
@@ -288,66 +253,42 @@ class Stream:
             for _ in _CHUNKS:
                 try:
                     data = recv(size)
-                except BlockingIOError:
-                    return
-                except OSError as error:
-                    self._settle(RECV_FAILED, error, 0)
-                    return
+                except ConnectionResetError:
+                    self.source.was_reset = True
+                    raise
                 if not data:
-                    self._settle(EOF, None, 0)
+                    self.source.eof = True
+                    self._end(False)
                     return
                 if host.plan is not plan:  # a live change: the new chain takes over
-                    self._settle(PLAN_CHANGED, data, 0)
+                    self.source.pending = data
+                    self._end(True)
                     return
                 try:
                     sent = send(data)
                 except BlockingIOError:
                     sent = 0
-                except OSError as error:
-                    self._settle(SEND_FAILED, error, 0)
-                    return
+                except ConnectionResetError:
+                    self.dest.was_reset = True
+                    raise
                 if to_backend:
                     record.bytes_to_backend += sent
                 else:
                     record.bytes_to_client += sent
                 if sent < len(data):  # the destination is full: wait for room
-                    self._settle(PARTIAL, data[sent:], sent)
+                    self._unsent = data[sent:]
+                    self._wait_for_room()
                     return
                 if len(data) < size:  # most likely drained: wait for more
                     return
-                if self._settle(FULL, None, sent):
-                    return
+                if self._until_splice is not None:  # a full read: bulk, maybe
+                    self._until_splice -= sent
+                    if self._until_splice <= 0 and self._start_splicing():
+                        return
+        except BlockingIOError:
+            return
         except Exception as error:  # never leave an error in the hub: end the stream
-            self._settle(FAILED, error, 0)
-
-    def _settle(self, what: int, data: Any, sent: int) -> bool:
-        """What a chunk's read and send came to, but for the usual (read
-        short, sent whole): ``data`` is the chunk's unsent rest (``PARTIAL``),
-        the chunk (``PLAN_CHANGED``) or the error (``*_FAILED``); ``sent``:
-        what a full read sent (``FULL``). True: stop reading in this
-        callback; for ``FULL``, False goes on with the next chunk."""
-        try:
-            if what == FULL:  # a full read: bulk, maybe
-                if self._until_splice is None:
-                    return False
-                self._until_splice -= sent
-                return self._until_splice <= 0 and self._start_splicing()
-            if what == PARTIAL:
-                self._unsent = data
-                self._wait_for_room()
-            elif what == EOF:
-                self.source.eof = True
-                self._end(False)
-            elif what == PLAN_CHANGED:
-                self.source.pending = data
-                self._end(True)
-            else:
-                if isinstance(data, ConnectionResetError) and what != FAILED:
-                    (self.source if what == RECV_FAILED else self.dest).was_reset = True
-                self._end(data)
-        except Exception as error:
             self._end(error)
-        return True
 
     def _on_writable(self) -> None:
         try:
