@@ -177,15 +177,15 @@ class RedisRequestFramer:
                     break
                 if span is not None and buf[pos] == 42:
                     # a run of ordinary commands: framed in one pass
-                    end, found = count_run(span, buf, pos, first)
+                    end, commands_run, _ = count_run(span, buf, pos, first)
                     first = False
-                    if found:
+                    if commands_run:
                         data = (
                             buf
                             if mark == 0 and end == n and isinstance(buf, bytes)
                             else bytes(buf[mark:end])
                         )
-                        events.append(Batch(data, len(found)))
+                        events.append(Batch(data, commands_run))
                         mark = pos = end
                         self._started = True
                         continue

@@ -23,8 +23,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from typing import NamedTuple
 
-__all__ = ["MAX_ARGS", "MAX_BULK", "SPECIAL", "commands", "replies"]
+__all__ = ["MAX_ARGS", "MAX_BULK", "SPECIAL", "Span", "commands", "count_run", "replies"]
 
 #: The longest bulk string the patterns recognise; longer ones go to the parser.
 MAX_BULK = 255
@@ -39,8 +40,19 @@ SPECIAL = (
     "QUIT", "SUBSCRIBE", "PSUBSCRIBE", "SSUBSCRIBE", "MONITOR", "SYNC", "PSYNC",
 )  # fmt: skip
 
-_Span = tuple[Callable[..., "re.Match[bytes] | None"], Callable[..., list[bytes]]]
-_compiled: dict[str, _Span] = {}
+
+class Span(NamedTuple):
+    """One kind of message's compiled pattern, three ways."""
+
+    #: Anchored: as many whole messages as follow each other from a position.
+    run: Callable[..., re.Match[bytes] | None]
+    #: The messages, each as bytes.
+    findall: Callable[..., list[bytes]]
+    #: With ``b""``: what is not a message, and how many messages there were.
+    subn: Callable[..., tuple[bytes, int]]
+
+
+_compiled: dict[str, Span] = {}
 
 
 def _lengths(node: bytes = b"") -> bytes:
@@ -59,15 +71,13 @@ def _lengths(node: bytes = b"") -> bytes:
     return b"|".join(branches)
 
 
-def _span(one: bytes) -> _Span:
-    return (
-        re.compile(b"(?s:(?:" + one + b")*)").match,
-        re.compile(b"(?s:" + one + b")").findall,
-    )
+def _span(one: bytes) -> Span:
+    single = re.compile(b"(?s:" + one + b")")
+    return Span(re.compile(b"(?s:(?:" + one + b")*)").match, single.findall, single.subn)
 
 
-def commands() -> _Span:
-    """``(run, findall)`` for multibulk commands of 1 to MAX_ARGS bulk strings
+def commands() -> Span:
+    """The :class:`Span` of multibulk commands of 1 to MAX_ARGS bulk strings
     whose name is none of :data:`SPECIAL`."""
     span = _compiled.get("commands")
     if span is None:
@@ -96,8 +106,8 @@ def commands() -> _Span:
     return span
 
 
-def replies() -> _Span:
-    """``(run, findall)`` for simple replies (``+OK``, ``-ERR ...``, ``:1``,
+def replies() -> Span:
+    """The :class:`Span` of simple replies (``+OK``, ``-ERR ...``, ``:1``,
     RESP3 nulls, doubles, booleans, big numbers), bulk strings, RESP2 nulls
     and flat arrays of up to MAX_ARGS of those. Not pushes, attributes, maps,
     sets, verbatim strings or nested arrays: the parser frames those."""
@@ -118,29 +128,38 @@ def replies() -> _Span:
 
 
 def count_run(
-    span: _Span, buf: bytes | bytearray, pos: int, first: bool = False
-) -> tuple[int, list[bytes]]:
-    """Where the run of whole messages from ``pos`` ends, and the messages.
+    span: Span, buf: bytes | bytearray, pos: int, first: bool = False
+) -> tuple[int, int, list[bytes] | None]:
+    """Where the run of whole messages from ``pos`` ends, how many it holds,
+    and the messages themselves, unless they were not needed to count them
+    (``None``).
 
-    ``first``: try one ``findall`` over the rest of ``buf`` alone, which is
-    enough when the whole rest is messages it recognises (the common case:
-    a pipeline). The matches it returns are consecutive from ``pos`` exactly
-    when their concatenation is what ``buf`` holds from ``pos`` (each is a
-    whole message, and a message's extent is fixed by its first bytes), and
-    then the run cannot go further: a match right after it would be among
-    them. Else the anchored run says where to stop. Only a feed's first
-    attempt tries that, so a feed costs at most one extra pass.
+    ``first``: try once whether the whole rest of ``buf`` is messages the
+    pattern recognises (the common case: a pipeline, whole in its chunk).
+    From the start of a ``bytes`` buffer, one ``subn`` says so with no object
+    per message: nothing left over means the matches tile the buffer. Else
+    one ``findall``: the matches are consecutive from ``pos`` exactly when
+    their concatenation is what ``buf`` holds from ``pos``. Either way a
+    message's extent is fixed by its first bytes, so the matches are the
+    messages, and the run cannot go further. When not, the anchored run says
+    where to stop. Only a feed's first attempt tries that, so a feed costs at
+    most one extra pass.
     """
-    run, findall = span
     if first:
-        found = findall(buf, pos)
-        if found:
-            joined = found[0] if len(found) == 1 else b"".join(found)
-            if buf.startswith(joined, pos):
-                return pos + len(joined), found
-    match = run(buf, pos)
+        if pos == 0 and isinstance(buf, bytes):
+            rest, count = span.subn(b"", buf)
+            if count and not rest:
+                return len(buf), count, None
+        else:
+            found = span.findall(buf, pos)
+            if found:
+                joined = found[0] if len(found) == 1 else b"".join(found)
+                if buf.startswith(joined, pos):
+                    return pos + len(joined), len(found), found
+    match = span.run(buf, pos)
     end = match.end() if match is not None else pos
-    return end, (findall(buf, pos, end) if end > pos else [])
+    found = span.findall(buf, pos, end) if end > pos else []
+    return end, len(found), found
 
 
 commands()

@@ -157,11 +157,14 @@ class RedisResponseFramer:
                     if isinstance(head, _Plain):
                         if self.batch_limit and buf[pos] in _VALUE_START:
                             # replies to batched commands: a run in one pass
-                            end, found = count_run(replies(), buf, pos, first)
+                            span = replies()
+                            end, count, found = count_run(span, buf, pos, first)
                             first = False
-                            if found:
-                                take = min(len(found), self.batch_limit, head.count)
-                                if take < len(found):
+                            if count:
+                                take = min(count, self.batch_limit, head.count)
+                                if take < count:  # the batch ends after the first take
+                                    if found is None:
+                                        found = span.findall(buf, pos, end)
                                     end = pos + sum(map(len, found[:take]))
 
                                 data = (
