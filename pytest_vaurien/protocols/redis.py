@@ -177,15 +177,15 @@ class RedisRequestFramer:
                     break
                 if span is not None and buf[pos] == 42:
                     # a run of ordinary commands: framed in one pass
-                    end, commands_run, _ = count_run(span, buf, pos, first)
+                    end, batched, _ = count_run(span, buf, pos, first)
                     first = False
-                    if commands_run:
+                    if batched:
                         data = (
                             buf
                             if mark == 0 and end == n and isinstance(buf, bytes)
                             else bytes(buf[mark:end])
                         )
-                        events.append(Batch(data, commands_run))
+                        events.append(Batch(data, batched))
                         mark = pos = end
                         self._started = True
                         continue
