@@ -797,12 +797,20 @@ def _configured_distant(item: pytest.Item) -> str | dict[str, str]:
                 name: format_address(parse_address(_marked_distant(item, name) or address))
                 for name, address in distants.items()
             }
-        settings = resolve(_layers(item))
+        distant = _resolved_with_distant(item).distant
     except VaurienError as error:
         _fail(error)
+    assert distant is not None
+    return format_address(distant)
+
+
+def _resolved_with_distant(item: pytest.Item) -> Settings:
+    """The test's settings from its markers, command line and ini file; the
+    test fails when they name no backend."""
+    settings = resolve(_layers(item))
     if settings.distant is None:
         pytest.fail(NO_DISTANT, pytrace=False)
-    return format_address(settings.distant)
+    return settings
 
 
 def _distant_is_ours(request: pytest.FixtureRequest) -> bool:
@@ -990,9 +998,7 @@ def _start_proxies(request: pytest.FixtureRequest) -> dict[str, Proxy]:
     value = _configured_distant(item) if ours else request.getfixturevalue("vaurien_distant")
     try:
         distants = _as_distants(value, "vaurien_distant")
-        if "vaurien_proxy_factory" not in getattr(item, "fixturenames", ()):
-            # no factory call can add a name later: say it at setup
-            _check_targets(item, {*distants, *_names_so_far(item)})
+        _check_targets_at_setup(item, distants)
         proxies = {}
         for name, distant in distants.items():
             where = f"vaurien_distant ({name})" if name != DEFAULT else "vaurien_distant"
@@ -1012,14 +1018,19 @@ def _start_configured_proxy(item: pytest.Item, test_proxies: _TestProxies) -> Pr
     file name (the common case): its settings resolved once, not once for
     ``vaurien_distant`` and again for the proxy."""
     try:
-        if "vaurien_proxy_factory" not in getattr(item, "fixturenames", ()):
-            _check_targets(item, {DEFAULT, *_names_so_far(item)})
-        settings = resolve(_layers(item))
-        if settings.distant is None:
-            pytest.fail(NO_DISTANT, pytrace=False)
+        _check_targets_at_setup(item, (DEFAULT,))
+        settings = _resolved_with_distant(item)
         return test_proxies.start(settings, DEFAULT, _marker_allows_refused(item))
     except VaurienError as error:
         _fail(error)
+
+
+def _check_targets_at_setup(item: pytest.Item, names: Iterable[str]) -> None:
+    """Check the markers' ``target=`` against the test's proxies at setup,
+    unless the test uses the factory, whose calls may add a name later (then
+    teardown checks)."""
+    if "vaurien_proxy_factory" not in getattr(item, "fixturenames", ()):
+        _check_targets(item, {*names, *_names_so_far(item)})
 
 
 @pytest.fixture
